@@ -1,0 +1,21 @@
+"""Distance-preserving generative models for spatial transcriptomics.
+
+Submodules
+----------
+io      read Space Ranger output (filtered h5 + spatial/) into AnnData
+pp      preprocessing: QC, normalization, highly variable genes, spatial graph
+sim     simulate Visium sections and write them in the Space Ranger layout
+graph   spatial pair graphs G (knn, radius, gaussian, all) as edge lists
+module  torch modules: shared blocks, VAE and scVI backbones, the penalty
+train   the training loop shared by both backbones
+model   user-facing model classes `DPVAE` and `DPSCVI`
+metrics Moran's I / Geary's C, reconstruction MSE, distortion, local ellipses
+pl      plots (local-metric ellipses, summary figures)
+"""
+
+from importlib.metadata import version
+
+from . import graph, io, metrics, pp, sim
+
+__version__ = version("dpst")
+__all__ = ["graph", "io", "metrics", "pp", "sim", "__version__"]
