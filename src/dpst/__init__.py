@@ -16,6 +16,8 @@ pl      plots (local-metric ellipses, summary figures)
 from importlib.metadata import version
 
 from . import graph, io, metrics, pp, sim
+from .model import DPSCVI, DPVAE
+from .train import TrainingDivergedError
 
 __version__ = version("dpst")
-__all__ = ["graph", "io", "metrics", "pp", "sim", "__version__"]
+__all__ = ["DPSCVI", "DPVAE", "TrainingDivergedError", "graph", "io", "metrics", "pp", "sim", "__version__"]

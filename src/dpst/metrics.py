@@ -1,0 +1,151 @@
+"""Metrics of METHOD.md section 5 and the local-metric ellipses of Figure 4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from .graph import SpatialGraph
+
+
+def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: int = 6) -> pd.DataFrame:
+    """Moran's I and Geary's C of each latent dimension on the Visium grid graph.
+
+    squidpy ``spatial_neighbors(coord_type="grid", n_neighs=6)`` then
+    ``spatial_autocorr`` with row-normalized weights. Returns one row per
+    dimension (``z0, z1, ...``) with columns ``moran_I`` and ``geary_C``.
+    """
+    import squidpy as sq
+
+    latent = np.asarray(latent, dtype=np.float64)
+    names = [f"z{i}" for i in range(latent.shape[1])]
+    tmp = ad.AnnData(latent, obsm={"spatial": np.asarray(coords, dtype=np.float64)})
+    tmp.var_names = names
+    sq.gr.spatial_neighbors(tmp, coord_type="grid", n_neighs=n_neighs)
+    out = pd.DataFrame(index=pd.Index(names, name="dimension"))
+    for mode, column, key in (("moran", "I", "moranI"), ("geary", "C", "gearyC")):
+        sq.gr.spatial_autocorr(tmp, mode=mode, genes=names, n_perms=None, transformation=True,
+                               show_progress_bar=False)
+        out[f"{mode}_{column}"] = tmp.uns[key][column].reindex(names)
+    return out
+
+
+def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float:
+    """Mean squared error over spots and genes."""
+    observed, reconstructed = np.asarray(observed), np.asarray(reconstructed)
+    if observed.shape != reconstructed.shape:
+        raise ValueError(f"shapes differ: observed {observed.shape}, reconstructed {reconstructed.shape}")
+    return float(np.mean((observed.astype(np.float64) - reconstructed) ** 2))
+
+
+def latent_pair_distances(latent: np.ndarray, graph: SpatialGraph) -> np.ndarray:
+    latent = np.asarray(latent, dtype=np.float64)
+    return np.linalg.norm(latent[graph.edges[:, 0]] - latent[graph.edges[:, 1]], axis=1)
+
+
+def optimal_lam(dz: np.ndarray, ds: np.ndarray, weights: np.ndarray) -> float:
+    """The lam minimizing sum w |dz - lam ds|: the median of dz/ds weighted by w * ds."""
+    ratio, mass = dz / ds, weights * ds
+    order = np.argsort(ratio)
+    cumulative = np.cumsum(mass[order])
+    return float(ratio[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def distortion(
+    latent: np.ndarray,
+    graph: SpatialGraph,
+    lam: float | None = None,
+    normalization: str = "pairs",
+    eps: Sequence[float] = (0.05, 0.1),
+) -> dict[str, float]:
+    """Penalty value, lam and empirical distortion L_eps on G's pairs.
+
+    ``lam=None`` uses the lam that minimizes the penalty, so models trained
+    with and without the penalty are compared at their best scale.
+    ``L_eps = q_{1-eps/2}(r) / q_{eps/2}(r)`` with ``r = d_z / d_s``.
+    """
+    dz = latent_pair_distances(latent, graph)
+    ds, w = graph.distances, graph.weights
+    if lam is None:
+        lam = optimal_lam(dz, ds, w)
+    ratio = dz / ds
+    out = {
+        "penalty": float((w * np.abs(dz - lam * ds)).sum() / graph.denominator(normalization)),
+        "lam": float(lam),
+    }
+    for e in eps:
+        low, high = np.quantile(ratio, [e / 2, 1 - e / 2])
+        out[f"L_{e:g}"] = float(high / low) if low > 0 else float("inf")
+    return out
+
+
+def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_factor: float = 1.25) -> pd.DataFrame:
+    """Per spot, the local metric of the map tissue -> latent space, as an ellipse.
+
+    For spot i, the least-squares linear map A_i (latent_dim x 2) takes the
+    offsets to its grid neighbours (within ``neighbour_factor`` x the typical
+    nearest-neighbour distance) to their latent offsets. The metric
+    A_i^T A_i (2 x 2) has eigenvalues l1 >= l2: the ellipse's semi-axes are
+    sqrt(l1), sqrt(l2) (latent units per coordinate unit), oriented along the
+    first eigenvector (``angle`` in degrees from the x axis). A circle of the
+    same size everywhere is a local isometry. Spots with fewer than 3
+    neighbours get NaN.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    latent = np.asarray(latent, dtype=np.float64)
+    tree = cKDTree(coords)
+    nn_dist = tree.query(coords, k=2)[0][:, 1]
+    neighbours = tree.query_ball_point(coords, r=neighbour_factor * np.median(nn_dist))
+    rows = []
+    for i, nbrs in enumerate(neighbours):
+        nbrs = [j for j in nbrs if j != i]
+        if len(nbrs) < 3:
+            rows.append((np.nan, np.nan, np.nan))
+            continue
+        ds = coords[nbrs] - coords[i]
+        dz = latent[nbrs] - latent[i]
+        a = np.linalg.lstsq(ds, dz, rcond=None)[0]  # (2, latent_dim): ds @ a ~ dz
+        values, vectors = np.linalg.eigh(a @ a.T)  # ascending
+        major, minor = np.sqrt(np.clip(values[::-1], 0, None))
+        angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
+        rows.append((major, minor, angle))
+    out = pd.DataFrame(rows, columns=["major", "minor", "angle"])
+    out.insert(0, "x", coords[:, 0])
+    out.insert(1, "y", coords[:, 1])
+    out["axis_ratio"] = out["major"] / out["minor"]
+    out["size"] = np.sqrt(out["major"] * out["minor"])
+    return out
+
+
+def ellipse_summary(ellipses: pd.DataFrame) -> dict[str, float]:
+    """Median axis ratio (1 = isotropic) and spread of sizes (coefficient of variation)."""
+    size = ellipses["size"].dropna()
+    return {
+        "median_axis_ratio": float(ellipses["axis_ratio"].median()),
+        "size_cv": float(size.std() / size.mean()),
+    }
+
+
+def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) -> tuple[dict, pd.DataFrame]:
+    """All metrics of one trained model: a flat dict and the per-dimension table."""
+    adata = model.adata if adata is None else adata
+    latent = model.get_latent_representation(adata)
+    autocorr = spatial_autocorrelation(latent, model.coords, n_neighs=n_neighs)
+    observed = model.get_observed_log_normalized(adata)
+    reconstructed = model.get_reconstruction(adata)
+    held_out = model.validation_indices
+    metrics = {
+        "moran_I": float(autocorr["moran_I"].mean()),
+        "geary_C": float(autocorr["geary_C"].mean()),
+        "mse_all": reconstruction_mse(observed, reconstructed),
+        "mse_heldout": (reconstruction_mse(observed[held_out], reconstructed[held_out])
+                        if held_out is not None and len(held_out) else float("nan")),
+        "lam_fitted": model.lam if model.penalty_settings.alpha > 0 else float("nan"),
+    }
+    metrics.update(distortion(latent, model.graph, normalization=model.penalty_settings.normalization))
+    metrics.update(ellipse_summary(local_metric_ellipses(latent, model.coords)))
+    return metrics, autocorr

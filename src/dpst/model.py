@@ -1,0 +1,333 @@
+"""User-facing models: :class:`DPVAE` and :class:`DPSCVI`.
+
+Both take an AnnData with spatial coordinates in ``obsm``, train with the
+distortion penalty (``alpha > 0``) or without it (``alpha = 0``), and return
+latent codes and reconstructions in log-normalized space::
+
+    model = dpst.DPSCVI(adata, alpha=10.0)
+    model.train()
+    adata.obsm["X_dpscvi"] = model.get_latent_representation()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .graph import SpatialGraph, spatial_graph
+from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
+from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
+
+# alpha=10 with `pairs` normalization: the knee of the sensitivity study on
+# simulated sections (README, "Choosing alpha"): the penalty falls by most of
+# what it can while the reconstruction error barely moves.
+DEFAULT_ALPHA = 10.0
+
+
+def spatial_coordinates(
+    adata: ad.AnnData, spatial_key: str = "spatial", unit: Literal["auto", "pixel", "um"] = "auto"
+) -> np.ndarray:
+    """Spot coordinates in micrometres.
+
+    ``auto``: ``obsm[spatial_key]`` is in full-resolution pixels when Visium
+    scale factors are in ``uns['spatial']`` (scanpy/squidpy convention) and is
+    converted with ``55 / spot_diameter_fullres``; without scale factors the
+    coordinates are taken as micrometres.
+    """
+    if spatial_key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)}); "
+            "pass spatial_key= the key of the spot coordinates"
+        )
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+    has_scalefactors = bool(adata.uns.get("spatial"))
+    if unit == "um" or (unit == "auto" and not has_scalefactors):
+        return coords
+    if unit not in ("auto", "pixel"):
+        raise ValueError(f"coordinate unit must be 'auto', 'pixel' or 'um', got {unit!r}")
+    from .io import um_per_pixel  # the one place the unit conversion lives
+
+    return coords * um_per_pixel(adata)
+
+
+class _DPModel:
+    """What DPVAE and DPSCVI share; subclasses set the module and the input."""
+
+    module_class: type[VAEModule]
+    default_layer: str | None = None
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        *,
+        layer: str | None = "default",
+        spatial_key: str = "spatial",
+        coordinate_unit: Literal["auto", "pixel", "um"] = "auto",
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        alpha: float = DEFAULT_ALPHA,
+        graph: Literal["knn", "radius", "gaussian", "all"] = "knn",
+        n_neighbors: int = 18,
+        radius: float = 250.0,
+        sigma: float = 100.0,
+        normalization: Literal["pairs", "n2"] = "pairs",
+        penalty_latent: Literal["sample", "mean"] = "sample",
+        lam: float | None = None,
+        learn_lam: bool = True,
+        penalty_warmup_epochs: int = 0,
+        seed: int = 0,
+        **module_kwargs,
+    ):
+        self.init_params = {k: v for k, v in locals().items() if k not in ("self", "adata", "__class__")}
+        self.init_params.update(self.init_params.pop("module_kwargs"))
+        self.adata = adata
+        self.layer = self.default_layer if layer == "default" else layer
+        self.spatial_key, self.coordinate_unit = spatial_key, coordinate_unit
+        self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
+        self._check_input(self._input(adata), "adata")
+        self.coords = spatial_coordinates(adata, spatial_key, coordinate_unit)
+        self.graph: SpatialGraph = spatial_graph(
+            self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = self.module_class(
+                adata.n_vars, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
+                dropout_rate=dropout_rate, **module_kwargs,
+            )
+        self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)
+        self.seed = seed
+        self.history: pd.DataFrame | None = None
+        self.train_indices = self.validation_indices = None
+        self.is_trained = False
+
+    # ----------------------------------------------------------------- data
+    def _input(self, adata: ad.AnnData):
+        if self.layer is None:
+            return adata.X
+        if self.layer not in adata.layers:
+            raise KeyError(f"adata.layers has no {self.layer!r} (layers: {list(adata.layers)})")
+        return adata.layers[self.layer]
+
+    def _check_input(self, x, name: str) -> None:
+        values = x.data if sp.issparse(x) else np.asarray(x)
+        if values.size and not np.isfinite(values).all():
+            raise ValueError(f"{name}: the model input ({self._input_name}) has NaN or infinite values")
+
+    @property
+    def _input_name(self) -> str:
+        return "adata.X" if self.layer is None else f"adata.layers[{self.layer!r}]"
+
+    def _validate_adata(self, adata: ad.AnnData | None) -> ad.AnnData:
+        if adata is None:
+            return self.adata
+        if list(adata.var_names) != list(self.adata.var_names):
+            raise ValueError("adata's genes (var_names) differ from those the model was built on")
+        return adata
+
+    # ------------------------------------------------------------- training
+    def train(
+        self,
+        max_epochs: int = 1000,
+        lr: float = 1e-3,
+        batch_size: int | None = None,
+        kl_warmup_epochs: int = 400,
+        validation_fraction: float = 0.1,
+        early_stopping: bool = False,
+        patience: int = 50,
+        device: str = "auto",
+        progress_bar: bool = True,
+        seed: int | None = None,
+        **optimizer_kwargs,
+    ) -> _DPModel:
+        """Train full batch (``batch_size=None``, one step per epoch) or in minibatches.
+
+        ``validation_fraction`` of the spots (seeded) are held out of training:
+        they are the held-out set of the reconstruction metrics and, with
+        ``early_stopping``, the set whose negative ELBO is monitored.
+        """
+        settings = TrainingSettings(
+            max_epochs=max_epochs, lr=lr, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs,
+            validation_fraction=validation_fraction, early_stopping=early_stopping,
+            patience=patience, seed=self.seed if seed is None else seed, device=device,
+            progress_bar=progress_bar, **optimizer_kwargs,
+        )
+        self.history, self.train_indices, self.validation_indices = train_module(
+            self.module, self.penalty, self._input(self.adata), self.coords, self.graph,
+            self.penalty_settings, settings,
+        )
+        self.is_trained = True
+        return self
+
+    # ------------------------------------------------------------ inference
+    @torch.no_grad()
+    def _decode_batches(self, adata, batch_size: int, fn) -> np.ndarray:
+        self.module.eval()
+        device = next(self.module.parameters()).device
+        x = self._input(adata)
+        out = [fn(dense_rows(x, slice(i, i + batch_size), device))
+               for i in range(0, adata.n_obs, batch_size)]
+        return torch.cat(out).cpu().numpy()
+
+    def get_latent_representation(
+        self, adata: ad.AnnData | None = None, give_mean: bool = True, batch_size: int = 4096
+    ) -> np.ndarray:
+        """Latent codes (posterior means, or samples with ``give_mean=False``)."""
+        adata = self._validate_adata(adata)
+        key = "qz_mean" if give_mean else "z"
+        return self._decode_batches(adata, batch_size, lambda x: self.module.inference(x)[key])
+
+    def get_reconstruction(self, adata: ad.AnnData | None = None, batch_size: int = 4096) -> np.ndarray:
+        """Reconstruction in log-normalized space, decoded from the posterior mean.
+
+        VAE: the decoder mean. scVI: ``log1p(1e4 * scale)``.
+        """
+        adata = self._validate_adata(adata)
+
+        def reconstruct(x):
+            inf, gen = self.module(x, use_mean=True)
+            return self.module.log_normalized(gen)
+
+        return self._decode_batches(adata, batch_size, reconstruct)
+
+    def get_reconstruction_error(
+        self, adata: ad.AnnData | None = None, indices=None, batch_size: int = 4096
+    ) -> float:
+        """Mean per-spot ``-log p(x | z)`` with z one posterior sample (scvi-tools' definition)."""
+        adata = self._validate_adata(adata)
+        if indices is not None:
+            adata = adata[np.asarray(indices)]
+
+        def nll(x):
+            inf, gen = self.module(x)
+            return -self.module.log_likelihood(x, gen).sum(-1)
+
+        return float(self._decode_batches(adata, batch_size, nll).mean())
+
+    def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
+        """The observed counterpart of :meth:`get_reconstruction`."""
+        raise NotImplementedError
+
+    @property
+    def lam(self) -> float:
+        return self.penalty.lam
+
+    def write_results(self, adata: ad.AnnData | None = None, key_added: str | None = None) -> str:
+        """Write the latent means to ``obsm[key_added]`` and the fit to ``uns[key_added]``."""
+        adata = self._validate_adata(adata)
+        key = key_added or f"X_{type(self).__name__.lower()}"
+        adata.obsm[key] = self.get_latent_representation(adata)
+        adata.uns[key] = {
+            "model": type(self).__name__,
+            "params": {k: v for k, v in self.init_params.items() if v is not None},
+            "lam": self.lam,
+            "graph": {"kind": self.graph.kind, "n_edges": self.graph.n_edges, **self.graph.params},
+        }
+        return key
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Save weights, settings and training history into the folder ``path``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            torch.save(
+                {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(),
+                 "train_indices": self.train_indices, "validation_indices": self.validation_indices},
+                tmp / "model.pt",
+            )
+            meta = {"class": type(self).__name__, "init_params": self.init_params,
+                    "var_names": list(self.adata.var_names), "is_trained": self.is_trained}
+            (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+            if self.history is not None:
+                self.history.to_csv(tmp / "history.csv", index=False)
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> _DPModel:
+        """Load a model saved by :meth:`save` onto ``adata`` (same genes)."""
+        path = Path(path)
+        if not (path / "model.json").exists() or not (path / "model.pt").exists():
+            raise FileNotFoundError(f"{path} is not a saved model (model.json / model.pt missing)")
+        meta = json.loads((path / "model.json").read_text())
+        if meta["class"] != cls.__name__:
+            raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+        if list(adata.var_names) != meta["var_names"]:
+            raise ValueError(f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on")
+        model = cls(adata, **meta["init_params"])
+        state = torch.load(path / "model.pt", map_location=resolve_device(device), weights_only=False)
+        model.module.load_state_dict(state["module"])
+        model.penalty.load_state_dict(state["penalty"])
+        model.train_indices, model.validation_indices = state["train_indices"], state["validation_indices"]
+        model.module.to(resolve_device(device)).eval()
+        if (path / "history.csv").exists():
+            model.history = pd.read_csv(path / "history.csv")
+        model.is_trained = meta["is_trained"]
+        return model
+
+    def __repr__(self) -> str:
+        p = self.penalty_settings
+        return (f"{type(self).__name__}(n_obs={self.adata.n_obs}, n_vars={self.adata.n_vars}, "
+                f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
+                f"trained={self.is_trained})")
+
+
+class DPVAE(_DPModel):
+    """Gaussian VAE on log-normalized expression (``adata.X`` by default)."""
+
+    module_class = GaussianVAEModule
+    default_layer = None
+
+    def _check_input(self, x, name: str) -> None:
+        super()._check_input(x, name)
+        values = x.data if sp.issparse(x) else np.asarray(x)
+        if values.size and values.max() > 50:
+            raise ValueError(
+                f"{name}: {self._input_name} looks like raw counts (max {values.max():.0f}); DPVAE "
+                "expects log1p of normalized counts (dpst.pp.preprocess writes them to X)"
+            )
+
+    def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
+        x = self._input(self._validate_adata(adata))
+        return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+class DPSCVI(_DPModel):
+    """scVI (ZINB, or NB with ``likelihood='nb'``) on raw counts (``layers['counts']``)."""
+
+    module_class = SCVIModule
+    default_layer = "counts"
+
+    def _check_input(self, x, name: str) -> None:
+        super()._check_input(x, name)
+        values = x.data if sp.issparse(x) else np.asarray(x)
+        if values.size and ((values < 0).any() or not np.allclose(values, np.round(values))):
+            raise ValueError(
+                f"{name}: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI"
+            )
+
+    def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
+        """log1p of counts normalized to 1e4 over the model's genes (the decoder's scale)."""
+        x = self._input(self._validate_adata(adata))
+        x = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+        library = x.sum(1, keepdims=True)
+        return np.log1p(1e4 * x / np.maximum(library, 1.0)).astype(np.float32)

@@ -1,0 +1,33 @@
+"""The Gaussian VAE backbone on log-normalized expression."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._base import VAEModule
+from ._blocks import HiddenLayers
+from ._likelihoods import gaussian_log_prob
+
+
+class GaussianVAEModule(VAEModule):
+    """Input: log1p of counts normalized to 1e4 (highly variable genes).
+
+    Decoder: hidden layers -> linear mean; one learned variance per gene.
+    """
+
+    def __init__(self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1,
+                 dropout_rate: float = 0.1):
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate)
+        self.decoder = HiddenLayers(n_latent, n_hidden, n_layers, dropout_rate=0.0)
+        self.mean = nn.Linear(n_hidden, n_input)
+        self.log_var = nn.Parameter(torch.zeros(n_input))
+
+    def generative(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean(self.decoder(z)), "log_var": self.log_var.expand(len(z), -1)}
+
+    def log_likelihood(self, x: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        return gaussian_log_prob(x, gen["mean"], gen["log_var"])
+
+    def log_normalized(self, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        return gen["mean"]

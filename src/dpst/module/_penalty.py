@@ -1,0 +1,65 @@
+"""The distortion penalty: weighted L1 gap between latent and scaled spatial distances."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distances of the pairs ``edges`` (E, 2), or of all pairs in
+    ``torch.pdist`` order (row-major upper triangle) when ``edges`` is None."""
+    if edges is None:
+        return F.pdist(x)
+    return torch.linalg.vector_norm(x[edges[:, 0]] - x[edges[:, 1]], dim=-1)
+
+
+class DistortionPenalty(nn.Module):
+    """``sum_e w_e |d_z(e) - lam * d_s(e)| / denominator`` over pairs e of G.
+
+    ``lam = exp(log_lam)`` stays positive. It is learned unless ``learn_lam`` is
+    False; unless a value is given it is set from the data by
+    :meth:`initialize_lam` (median of d_z / d_s over the pairs) when the penalty
+    switches on.
+    """
+
+    def __init__(self, lam: float | None = None, learn_lam: bool = True):
+        super().__init__()
+        if lam is not None and not lam > 0:
+            raise ValueError(f"lam must be positive, got {lam}")
+        if lam is None and not learn_lam:
+            raise ValueError("a fixed lam (learn_lam=False) needs a value for lam")
+        init = torch.log(torch.tensor(lam if lam is not None else 1.0, dtype=torch.float32))
+        self.log_lam = nn.Parameter(init, requires_grad=learn_lam)
+        self.register_buffer("initialized", torch.tensor(lam is not None))
+
+    @property
+    def lam(self) -> float:
+        return float(torch.exp(self.log_lam.detach()))
+
+    @torch.no_grad()
+    def initialize_lam(self, dz: torch.Tensor, ds: torch.Tensor) -> None:
+        """Set lam to the median ratio d_z / d_s, unless it was given or already set."""
+        if bool(self.initialized):
+            return
+        ratio = dz / ds
+        ratio = ratio[torch.isfinite(ratio) & (ratio > 0)]
+        if len(ratio):
+            self.log_lam.copy_(torch.log(ratio.median()))
+        self.initialized.fill_(True)
+
+    def forward(
+        self,
+        dz: torch.Tensor,
+        ds: torch.Tensor,
+        weights: torch.Tensor | None,
+        denominator: float,
+    ) -> torch.Tensor:
+        """Penalty from latent distances ``dz`` and spatial distances ``ds`` of the same pairs.
+
+        ``weights`` may fold in a sampling correction (minibatches); ``None`` means 1.
+        """
+        gap = torch.abs(dz - torch.exp(self.log_lam) * ds)
+        total = gap.sum() if weights is None else (weights * gap).sum()
+        return total / denominator

@@ -1,0 +1,102 @@
+"""Training the two backbones from Python: the penalty works, runs repeat, models save."""
+
+import numpy as np
+import pytest
+import torch
+
+import dpst
+from dpst.metrics import distortion, evaluate_model, spatial_autocorrelation
+
+EPOCHS = 150
+
+
+@pytest.fixture(scope="module")
+def section():
+    adata = dpst.sim.simulate_section(n_spots=350, n_genes=120, seed=3)
+    return dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=100)
+
+
+@pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
+def test_penalty_lowers_distortion_and_raises_morans_i(section, model_class):
+    results = {}
+    for alpha in (0.0, 100.0):
+        model = model_class(section, alpha=alpha, seed=0)
+        model.train(max_epochs=EPOCHS, progress_bar=False)
+        latent = model.get_latent_representation()
+        results[alpha] = (
+            distortion(latent, model.graph)["penalty"],
+            spatial_autocorrelation(latent, model.coords)["moran_I"].mean(),
+        )
+    (pen_off, moran_off), (pen_on, moran_on) = results[0.0], results[100.0]
+    assert pen_on < pen_off
+    assert moran_on > moran_off
+
+
+def test_cpu_training_is_bitwise_repeatable(section):
+    latents = []
+    for _ in range(2):
+        model = dpst.DPSCVI(section, alpha=10.0, seed=7)
+        model.train(max_epochs=20, progress_bar=False, device="cpu")
+        latents.append(model.get_latent_representation())
+    np.testing.assert_array_equal(latents[0], latents[1])
+
+
+def test_minibatch_training_keeps_graph_edges(section):
+    model = dpst.DPVAE(section, alpha=10.0, seed=0)
+    model.train(max_epochs=5, batch_size=64, progress_bar=False)
+    assert np.isfinite(model.history["penalty"]).all()
+    assert len(model.history) == 5
+
+
+def test_evaluate_model_reports_every_metric(section):
+    model = dpst.DPVAE(section, alpha=10.0, seed=0).train(max_epochs=20, progress_bar=False)
+    metrics, per_dim = evaluate_model(model)
+    assert set(per_dim.columns) == {"moran_I", "geary_C"}
+    assert len(per_dim) == 10
+    for key in ("moran_I", "geary_C", "mse_all", "mse_heldout", "penalty", "lam", "L_0.05", "L_0.1"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["L_0.05"] >= metrics["L_0.1"] >= 1.0
+
+
+def test_save_and_load_round_trip(section, tmp_path):
+    model = dpst.DPSCVI(section, alpha=10.0, likelihood="nb", seed=0).train(max_epochs=5, progress_bar=False)
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    loaded = dpst.DPSCVI.load(tmp_path / "m", section)
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation())
+    assert loaded.lam == pytest.approx(model.lam)
+    assert len(loaded.history) == 5
+    with pytest.raises(ValueError, match="genes"):
+        dpst.DPSCVI.load(tmp_path / "m", section[:, :50].copy())
+
+
+def test_write_results_into_obsm_and_uns(section):
+    adata = section.copy()
+    model = dpst.DPVAE(adata, alpha=10.0).train(max_epochs=3, progress_bar=False)
+    key = model.write_results()
+    assert adata.obsm[key].shape == (adata.n_obs, 10)
+    assert adata.uns[key]["lam"] == pytest.approx(model.lam)
+
+
+def test_divergence_stops_with_a_clear_error(section):
+    model = dpst.DPVAE(section, alpha=10.0)
+    with pytest.raises(dpst.TrainingDivergedError, match="epoch"):
+        model.train(max_epochs=50, lr=1e6, progress_bar=False)
+
+
+def test_bad_inputs_are_named(section):
+    with pytest.raises(ValueError, match="raw counts"):
+        dpst.DPSCVI(section, layer=None)  # X is log-normalized
+    with pytest.raises(ValueError, match="looks like raw counts"):
+        dpst.DPVAE(section, layer="counts")
+    with pytest.raises(KeyError, match="obsm"):
+        dpst.DPVAE(section, spatial_key="nope")
+    with pytest.raises(ValueError, match="alpha"):
+        dpst.DPVAE(section, alpha=-1.0)
+
+
+def test_coordinates_are_converted_to_micrometres(section):
+    model = dpst.DPVAE(section, alpha=1.0, graph="knn", n_neighbors=6)
+    # Visium spot centres are 100 um apart
+    assert np.median(model.graph.distances) == pytest.approx(100.0, rel=0.02)
