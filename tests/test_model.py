@@ -7,13 +7,13 @@ import torch
 import dpst
 from dpst.metrics import distortion, evaluate_model, spatial_autocorrelation
 
-EPOCHS = 150
+EPOCHS = 800  # the KL warm-up takes 400; shorter runs are not yet trained
 
 
 @pytest.fixture(scope="module")
 def section():
-    adata = dpst.sim.simulate_section(n_spots=350, n_genes=120, seed=3)
-    return dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=100)
+    adata = dpst.sim.simulate_section(n_spots=400, n_genes=150, seed=3)
+    return dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=120)
 
 
 @pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])

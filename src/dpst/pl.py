@@ -1,0 +1,344 @@
+"""Figures 4-6 of METHOD.md section 6: local-metric ellipses, reconstruction MSE, sensitivity to alpha.
+
+Figures are built as ``matplotlib.figure.Figure`` objects without pyplot, so
+no GUI backend is ever touched and nothing accumulates in pyplot's registry;
+every function returns its Figure, and ``save_figure`` writes PNG and PDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from zlib import crc32
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.collections import EllipseCollection
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+from scipy.spatial import cKDTree
+
+from .metrics import ellipse_summary
+from .tables import MODEL_LABEL, model_order, penalty_runs, section_order
+
+# One hue per model, light without the penalty and dark with it.
+MODEL_COLORS = {
+    "vae": {"off": "#9ecae1", "on": "#08519c"},
+    "scvi": {"off": "#fdae6b", "on": "#a63603"},
+}
+_FALLBACK_COLORS = [{"off": "#a1d99b", "on": "#006d2c"}, {"off": "#bcbddc", "on": "#54278f"}]
+SECTION_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+MSE_LABEL = "reconstruction MSE (log1p normalized)"
+AXIS_RATIO_TICKS = (1, 1.25, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 50, 100)
+ELLIPSE_COLUMNS = ["x", "y", "major", "minor", "angle"]
+
+
+def model_color(model: str, penalty: str = "on") -> str:
+    """The colour of ``model`` ("vae", "scvi", ...) with the penalty "off" (light) or "on" (dark)."""
+    if model in MODEL_COLORS:
+        return MODEL_COLORS[model][penalty]
+    # crc32, not hash(): str hashes change between processes and colours must not
+    return _FALLBACK_COLORS[crc32(model.encode()) % len(_FALLBACK_COLORS)][penalty]
+
+
+def save_figure(fig: Figure, paths: str | PathLike | Iterable[str | PathLike], dpi: int = 200) -> list[Path]:
+    """Write ``fig`` to each path (format from the suffix); a path without suffix gets .png and .pdf."""
+    if isinstance(paths, (str, PathLike)):
+        paths = [paths]
+    written = []
+    for path in map(Path, paths):
+        targets = [path] if path.suffix else [path.with_suffix(".png"), path.with_suffix(".pdf")]
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(target, dpi=dpi)
+            written.append(target)
+    return written
+
+
+# ----------------------------------------------------------------------------- Figure 4
+
+
+def spot_spacing(ellipses_df: pd.DataFrame) -> float:
+    """Median nearest-neighbour distance between spots (coordinate units, micrometres)."""
+    xy = ellipses_df[["x", "y"]].dropna().to_numpy(dtype=float)
+    if len(xy) < 2:
+        raise ValueError("need at least two spots to measure the spot spacing")
+    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
+
+
+def ellipse_scale(panels: Iterable[pd.DataFrame], fraction: float = 0.35) -> float:
+    """One factor for all panels: the median ellipse size (pooled) is drawn at ``fraction`` x spot spacing.
+
+    ``size`` is the geometric mean of the semi-axes (latent units per
+    micrometre), so the returned scale is in micrometres per (latent unit / micrometre).
+    """
+    panels = list(panels)
+    sizes = np.concatenate([df["size"].to_numpy(dtype=float) for df in panels])
+    sizes = sizes[np.isfinite(sizes) & (sizes > 0)]
+    if sizes.size == 0:
+        raise ValueError("no finite positive ellipse sizes to scale")
+    spacing = float(np.median([spot_spacing(df) for df in panels]))
+    return fraction * spacing / float(np.median(sizes))
+
+
+def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap="viridis",
+             norm=None, **kwargs) -> EllipseCollection:
+    """Draw each spot's local-metric ellipse at its tissue position; returns the collection.
+
+    Full width ``2 * scale * major``, height ``2 * scale * minor``, rotated by
+    ``angle`` degrees counter-clockwise from the x axis (in data coordinates).
+    Rows with NaN are skipped. Without ``color`` the ellipses are coloured by
+    axis ratio on a log scale. The y axis is inverted (image orientation)
+    and the aspect is equal.
+    """
+    df = ellipses_df.dropna(subset=ELLIPSE_COLUMNS)
+    xy = df[["x", "y"]].to_numpy(dtype=float)
+    kwargs.setdefault("linewidths", 0.2)
+    kwargs.setdefault("edgecolors", "0.2")
+    # units="xy" scales with the data, so shapes and angles are true in micrometres
+    collection = EllipseCollection(2 * scale * df["major"].to_numpy(dtype=float),
+                                   2 * scale * df["minor"].to_numpy(dtype=float),
+                                   df["angle"].to_numpy(dtype=float), units="xy", offsets=xy,
+                                   offset_transform=ax.transData, **kwargs)
+    if color is None:
+        ratio = df["axis_ratio"].to_numpy(dtype=float)
+        collection.set_array(ratio)
+        collection.set_cmap(cmap)
+        collection.set_norm(norm if norm is not None else _axis_ratio_norm([ratio]))
+    else:
+        collection.set_facecolor(color)
+    ax.add_collection(collection, autolim=False)
+    if len(xy):
+        pad = max(scale * float(df["major"].max()), 0.5 * _spacing_or_zero(xy))
+        ax.update_datalim(np.vstack([xy.min(axis=0) - pad, xy.max(axis=0) + pad]))
+        ax.autoscale_view()
+    ax.set_aspect("equal")
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+    return collection
+
+
+def _spacing_or_zero(xy: np.ndarray) -> float:
+    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])) if len(xy) > 1 else 0.0
+
+
+def _axis_ratio_norm(ratios: Sequence[np.ndarray]) -> LogNorm:
+    """Log colour scale from 1 (isotropic) to the 98th percentile; beyond it the top colour."""
+    values = np.concatenate([np.asarray(r, dtype=float) for r in ratios])
+    values = values[np.isfinite(values)]
+    vmax = max(float(np.quantile(values, 0.98)) if values.size else 2.0, 1.5)
+    return LogNorm(vmin=1.0, vmax=vmax, clip=True)
+
+
+def _panel_title(name: str, df: pd.DataFrame) -> str:
+    summary = ellipse_summary(df)
+    return (f"{name}\nmedian axis ratio {summary['median_axis_ratio']:.2f}, "
+            f"size CV {summary['size_cv']:.2f}")
+
+
+def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common_scale: bool = True,
+            fraction: float = 0.35, cmap="viridis") -> Figure:
+    """Local-metric ellipses side by side, e.g. ``{"scVI": off, "scVI + distance preserving": on}``.
+
+    With ``common_scale`` one factor draws every panel (``ellipse_scale``),
+    so sizes compare across panels; otherwise each panel is scaled on its own
+    and only shapes and the spread of sizes compare. Colour: axis ratio
+    (log scale, shared). Each title gives the median axis ratio and the
+    coefficient of variation of sizes.
+    """
+    if not panels:
+        raise ValueError("figure4 needs at least one panel")
+    frames = list(panels.values())
+    scales = ([ellipse_scale(frames, fraction)] * len(frames) if common_scale
+              else [ellipse_scale([df], fraction) for df in frames])
+    norm = _axis_ratio_norm([df["axis_ratio"].to_numpy(dtype=float) for df in frames])
+    xy = frames[0][["x", "y"]].dropna().to_numpy(dtype=float)
+    extent = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
+    panel_width = 4.6
+    height = panel_width * float(extent[1] / max(extent[0], 1e-12)) + 1.6
+    fig = Figure(figsize=(panel_width * len(frames) + 1.4, min(max(height, 3.5), 9)), layout="constrained")
+    axes = fig.subplots(1, len(frames), squeeze=False)[0]
+    for i, (ax, (name, df), scale) in enumerate(zip(axes, panels.items(), scales)):
+        collection = ellipses(ax, df, scale, cmap=cmap, norm=norm)
+        ax.set_title(_panel_title(name, df), fontsize=10)
+        ax.set_xlabel("x (µm)")
+        ax.set_ylabel("y (µm)" if i == 0 else "")
+    clipped = any((df["axis_ratio"] > norm.vmax).any() for df in frames)
+    _axis_ratio_colorbar(fig, collection, axes, norm, extend="max" if clipped else "neither")
+    how = "one scale for all panels" if common_scale else "each panel scaled on its own"
+    fig.supxlabel(f"Ellipse semi-axes: local stretch tissue → latent (latent units per µm), {how};\n"
+                  f"median ellipse size drawn at {fraction:g} × spot spacing. "
+                  "Isotropic, equal-sized ellipses = distance preserving.", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _axis_ratio_colorbar(fig: Figure, mappable, axes, norm: LogNorm, extend: str) -> None:
+    bar = fig.colorbar(mappable, ax=list(axes), label="axis ratio (major/minor)", extend=extend,
+                       shrink=0.85)
+    ticks = [t for t in AXIS_RATIO_TICKS if norm.vmin <= t <= norm.vmax]
+    bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
+    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    bar.ax.yaxis.set_minor_locator(NullLocator())
+
+
+# ----------------------------------------------------------------------------- Figure 5
+
+
+def _bar_series(runs: pd.DataFrame, alpha_on: float) -> list[tuple[str, str, str]]:
+    """(model, penalty state, legend label) for every bar in a section, VAE off/on then scVI off/on."""
+    series = []
+    for model in model_order(runs):
+        label = MODEL_LABEL.get(model, model)
+        series.append((model, "off", f"{label}, no penalty (α = 0)"))
+        series.append((model, "on", f"{label} + distance preserving (α = {alpha_on:g})"))
+    return series
+
+
+def _seed_offsets(n: int, width: float) -> np.ndarray:
+    """Evenly spread horizontal offsets so the seed points of one bar do not overlap."""
+    return np.zeros(1) if n <= 1 else np.linspace(-0.25 * width, 0.25 * width, n)
+
+
+def _mse_panel(ax: Axes, runs: pd.DataFrame, column: str, sections: list[str], series, title: str) -> None:
+    width = 0.8 / len(series)
+    for j, (model, state, label) in enumerate(series):
+        group = runs[(runs["model"] == model) & (runs["state"] == state)]
+        legend_label = label  # on the first bar drawn: a series may lack the first section
+        for k, section in enumerate(sections):
+            values = group.loc[group["section"] == section, column].dropna().to_numpy(dtype=float)
+            if not values.size:
+                continue
+            x = k - 0.4 + width * (j + 0.5)
+            sd = values.std(ddof=1) if values.size > 1 else np.nan
+            ax.bar(x, values.mean(), width * 0.92, color=model_color(model, state), edgecolor="0.25",
+                   linewidth=0.5, yerr=None if np.isnan(sd) else sd, capsize=3,
+                   error_kw={"elinewidth": 1, "ecolor": "0.1"}, label=legend_label)
+            legend_label = None
+            ax.scatter(x + _seed_offsets(values.size, width), values, s=9, color="black", zorder=3,
+                       linewidths=0)
+    ax.set_xticks(range(len(sections)), sections)
+    ax.set_xlabel("section")
+    ax.set_ylabel(MSE_LABEL)
+    ax.set_title(title)
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    if runs[column].isna().all():
+        ax.text(0.5, 0.5, f"no values of {column}", transform=ax.transAxes, ha="center", color="0.4")
+
+
+def figure5(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None = None) -> Figure:
+    """Reconstruction MSE on held-out spots (left) and all spots (right), per section, model and penalty.
+
+    Bars: mean over seeds with sd error bars; black dots: individual seeds.
+    """
+    selected = penalty_runs(runs, alpha_on, ["mse_heldout", "mse_all"])
+    selected["state"] = np.where(selected["alpha"] > 0, "on", "off")
+    sections = section_order(selected, sections)
+    series = _bar_series(selected, alpha_on)
+    fig = Figure(figsize=(max(8.0, 2.0 + 2.4 * len(sections)), 4.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    _mse_panel(axes[0], selected, "mse_heldout", sections, series, "held-out spots")
+    _mse_panel(axes[1], selected, "mse_all", sections, series, "all spots")
+    axes[1].set_ylabel("")
+    axes[1].tick_params(labelleft=True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="o", ms=3, color="black"))
+    labels.append("individual seeds")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=8, frameon=False)
+    n_seeds = selected.groupby(["section", "model", "state"])["seed"].nunique()
+    fig.suptitle(f"Reconstruction error: mean ± sd over {_count_text(n_seeds)} seeds")
+    return fig
+
+
+def _count_text(counts: pd.Series) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return str(low) if low == high else f"{low}–{high}"
+
+
+# ----------------------------------------------------------------------------- Figure 6
+
+FIGURE6_PANELS = (
+    ("moran_I", "Moran's I  ↑", "Moran's I (↑ more autocorrelated)"),
+    ("geary_C", "Geary's C  ↓", "Geary's C (↓ more autocorrelated)"),
+    ("mse_heldout", "held-out MSE  ↓", f"{MSE_LABEL} ↓"),
+)
+
+
+def _alpha_summary(runs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Mean and sd (ddof=1) over seeds per (model, section, alpha), alpha ascending."""
+    stats = runs.groupby(["model", "section", "alpha"])[column].agg(["mean", "std", "count"])
+    return stats.rename(columns={"std": "sd"}).reset_index().sort_values("alpha")
+
+
+def _set_alpha_axis(ax: Axes, alphas: np.ndarray) -> None:
+    positive = alphas[alphas > 0]
+    if positive.size:
+        # symlog keeps alpha = 0 on the axis; linear up to the smallest positive alpha
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+    grid = np.unique(alphas[np.isfinite(alphas)])
+    if grid.size <= 9:  # label the alphas actually trained rather than powers of ten
+        ax.set_xticks(grid, [f"{a:g}" for a in grid])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("penalty strength α (symlog)")
+    ax.grid(color="0.92")
+
+
+def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure:
+    """Moran's I, Geary's C and held-out MSE against alpha; mean ± sd (band) over seeds.
+
+    One colour per model; with several sections, one line style per section.
+    Held-out MSE falls back to all-spot MSE when there are no held-out values.
+    """
+    columns = [c for c, _, _ in FIGURE6_PANELS if c != "mse_heldout"]
+    required = ["section", "model", "alpha", "seed", *columns]
+    missing = [c for c in required if c not in runs.columns]
+    if missing or not ({"mse_heldout", "mse_all"} & set(runs.columns)):
+        raise ValueError(f"runs table lacks column(s) {missing or ['mse_heldout']}; it has {list(runs.columns)}")
+    sections = section_order(runs, sections)
+    runs = runs[runs["section"].isin(sections)]
+    models = model_order(runs)
+    styles = {s: SECTION_STYLES[i % len(SECTION_STYLES)] for i, s in enumerate(sections)}
+    fig = Figure(figsize=(13.5, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(FIGURE6_PANELS))
+    for ax, (column, title, ylabel) in zip(axes, FIGURE6_PANELS):
+        column, title, ylabel = _mse_fallback(runs, column, title, ylabel)
+        for _, row in _alpha_summary(runs, column).groupby(["model", "section"], sort=False):
+            _alpha_line(ax, row, styles[row["section"].iloc[0]])
+        _set_alpha_axis(ax, runs["alpha"].to_numpy(dtype=float))
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+    fig.legend(*_figure6_legend(models, sections, styles), loc="outside right upper", fontsize=8,
+               frameon=False)
+    fig.suptitle("Sensitivity to the penalty strength α (mean ± sd over seeds)")
+    return fig
+
+
+def _mse_fallback(runs: pd.DataFrame, column: str, title: str, ylabel: str) -> tuple[str, str, str]:
+    if column == "mse_heldout" and ("mse_heldout" not in runs or runs["mse_heldout"].isna().all()):
+        return "mse_all", "MSE, all spots  ↓", ylabel
+    return column, title, ylabel
+
+
+def _alpha_line(ax: Axes, stats: pd.DataFrame, style: tuple[str, str]) -> None:
+    color = model_color(stats["model"].iloc[0], "on")
+    alpha, mean, sd = (stats[c].to_numpy(dtype=float) for c in ("alpha", "mean", "sd"))
+    ax.plot(alpha, mean, color=color, ls=style[0], marker=style[1], ms=4, lw=1.5)
+    ax.fill_between(alpha, mean - sd, mean + sd, color=color, alpha=0.18, lw=0)
+
+
+def _figure6_legend(models: list[str], sections: list[str], styles: dict) -> tuple[list, list[str]]:
+    handles = [Line2D([], [], color=model_color(m, "on"), lw=2) for m in models]
+    labels = [MODEL_LABEL.get(m, m) for m in models]
+    if len(sections) > 1:
+        handles += [Line2D([], [], color="0.3", ls=styles[s][0], marker=styles[s][1], ms=4) for s in sections]
+        labels += [f"section {s}" for s in sections]
+    handles.append(Patch(color="0.5", alpha=0.3))
+    labels.append("± sd over seeds")
+    return handles, labels

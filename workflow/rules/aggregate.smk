@@ -1,0 +1,111 @@
+# Stage 5 and 6: per-run metrics -> one tidy table, Table 1, Figures 4-6,
+# each a report item with a caption.
+
+
+rule collect_runs:
+    input:
+        run_metrics(),
+    output:
+        runs=report(
+            "results/metrics/runs.tsv",
+            caption="../report/runs.rst",
+            category="Metrics",
+        ),
+        per_dimension="results/metrics/per_dimension.tsv",
+    log:
+        "logs/aggregate/collect_runs.log",
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/collect_runs.py"
+
+
+rule table1:
+    input:
+        "results/metrics/runs.tsv",
+    output:
+        csv=report(
+            "results/table1/table1.csv", caption="../report/table1.rst", category="Table 1"
+        ),
+        md="results/table1/table1.md",
+        tex="results/table1/table1.tex",
+        compare_csv=report(
+            "results/table1/table1_vs_published.csv",
+            caption="../report/table1_vs_published.rst",
+            category="Table 1",
+        ),
+        compare_md="results/table1/table1_vs_published.md",
+    params:
+        alpha_on=ALPHA_ON,
+        seeds=SEEDS,
+        sections=SECTIONS,
+        published_sections=config["published_sections"],
+    log:
+        "logs/aggregate/table1.log",
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/table1.py"
+
+
+rule figure4:
+    input:
+        **figure4_runs(),
+    output:
+        png=report(
+            "results/figures/figure4.png",
+            caption="../report/figure4.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/figure4.pdf",
+        ellipses="results/figures/figure4_ellipses.tsv",
+    params:
+        model=config["figure4"]["model"],
+    log:
+        "logs/aggregate/figure4.log",
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/figure4.py"
+
+
+rule figure5:
+    input:
+        "results/metrics/runs.tsv",
+    output:
+        png=report(
+            "results/figures/figure5.png",
+            caption="../report/figure5.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/figure5.pdf",
+    params:
+        alpha_on=ALPHA_ON,
+        seeds=SEEDS,
+        sections=SECTIONS,
+    log:
+        "logs/aggregate/figure5.log",
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/figure5.py"
+
+
+rule figure6:
+    input:
+        "results/metrics/runs.tsv",
+    output:
+        png=report(
+            "results/figures/figure6.png",
+            caption="../report/figure6.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/figure6.pdf",
+    params:
+        runs=[list(run) for run in sensitivity_runs()],
+    log:
+        "logs/aggregate/figure6.log",
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/figure6.py"

@@ -1,0 +1,20 @@
+# Stage 2: Space Ranger folder -> AnnData with counts, log-normalized data,
+# highly variable genes, coordinates in micrometres and the spatial graph.
+
+
+rule preprocess:
+    input:
+        spaceranger_inputs,
+    output:
+        "results/preprocessed/{section}.h5ad",
+    params:
+        folder=lambda wc: spaceranger_folder(wc.section),
+        settings=config["preprocess"],
+    log:
+        "logs/preprocess/{section}.log",
+    benchmark:
+        "benchmarks/preprocess/{section}.tsv"
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/preprocess.py"

@@ -1,0 +1,34 @@
+# Stage 3 and 4: one job per section x model x alpha x seed (Table 1 uses
+# alpha 0 and penalty.alpha; the sensitivity study the alpha grid).
+
+
+rule train:
+    input:
+        "results/preprocessed/{section}.h5ad",
+    output:
+        latent="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/latent.h5ad",
+        metrics="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/metrics.json",
+        autocorrelation="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/autocorrelation.tsv",
+        history="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/history.tsv",
+        model=directory("results/runs/{section}/{model}/alpha{alpha}/seed{seed}/model"),
+    wildcard_constraints:
+        model="vae|scvi",
+        alpha=r"[0-9.e+-]+",
+        seed=r"\d+",
+    params:
+        model=config["model"],
+        penalty=config["penalty"],
+        train=config["train"],
+    threads: config["resources"]["train_threads"]
+    resources:
+        gpu=1,
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    log:
+        "logs/train/{section}/{model}/alpha{alpha}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{section}/{model}/alpha{alpha}/seed{seed}.tsv"
+    conda:
+        "../../envs/dpst.yaml"
+    script:
+        "../scripts/train.py"

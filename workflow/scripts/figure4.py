@@ -1,0 +1,23 @@
+"""Figure 4: local metric ellipses of the latent map without and with the penalty."""
+
+import anndata as ad
+import pandas as pd
+
+from dpst.metrics import local_metric_ellipses
+from dpst.pl import figure4, save_figure
+from dpst.workflow import logged_to
+
+LABEL = {"vae": "VAE", "scvi": "scVI"}
+
+with logged_to(snakemake.log[0]):
+    label = LABEL[snakemake.params.model]
+    panels = {}
+    for penalty, title in (("off", label), ("on", f"{label} + distance preserving")):
+        run = ad.read_h5ad(snakemake.input[penalty])
+        panels[title] = local_metric_ellipses(run.obsm["X_latent"], run.obsm["spatial_um"])
+    # The latent scale is arbitrary (lam differs between runs): each panel gets its
+    # own factor, so that shape (isotropy) and homogeneity compare across panels.
+    fig = figure4(panels, common_scale=False)
+    save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
+    table = pd.concat(panels, names=["panel", "spot"]).reset_index()
+    table.to_csv(snakemake.output.ellipses, sep="\t", index=False)

@@ -1,0 +1,22 @@
+"""Train one model (section x backbone x alpha x seed) and evaluate it."""
+
+import anndata as ad
+
+from dpst.workflow import logged_to, set_threads, train_run, write_run
+
+wc = snakemake.wildcards
+with logged_to(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    adata = ad.read_h5ad(snakemake.input[0])
+    fitted, metrics, per_dimension = train_run(
+        adata,
+        wc.model,
+        float(wc.alpha),
+        int(wc.seed),
+        snakemake.params.model,
+        snakemake.params.penalty,
+        snakemake.params.train,
+    )
+    metrics["section"] = wc.section
+    write_run(fitted, metrics, per_dimension, snakemake.output)
+    print({k: metrics[k] for k in ("moran_I", "geary_C", "mse_heldout", "penalty", "train_seconds")})
