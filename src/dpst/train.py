@@ -193,26 +193,24 @@ def train_module(
         penalty_on = penalty_settings.alpha > 0 and epoch >= penalty_settings.warmup_epochs
         module.train()
         if full_batch:
-            steps = [_full_step(module, penalty, x_train, pairs, kl_weight, penalty_on, penalty_settings)]
+            batches = [None]
         else:
             order = train_idx[rng.permutation(len(train_idx))]
             batches = [order[b:b + settings.batch_size] for b in range(0, len(order), settings.batch_size)]
-            steps = [
-                _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
-                            penalty_on, penalty_settings, device)
-                for seeds in batches if len(seeds) >= 2  # BatchNorm needs two spots
-            ]
-        for step in steps:
-            loss = step["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the loss became {loss.item()} at epoch {epoch} "
-                    f"(reconstruction {step['reconstruction'].item():.4g}, KL {step['kl'].item():.4g}, "
-                    f"penalty {step['penalty'].item():.4g}); lower the learning rate or alpha"
-                )
+            batches = [seeds for seeds in batches if len(seeds) >= 2]  # BatchNorm needs two spots
+        steps = []
+        for seeds in batches:
+            if seeds is None:
+                step = _full_step(module, penalty, x_train, pairs, kl_weight, penalty_on, penalty_settings)
+            else:
+                step = _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
+                                   penalty_on, penalty_settings, device)
+            _check_finite(step, epoch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            step["loss"].backward()
             optimizer.step()
+            step["loss"] = step["loss"].detach()
+            steps.append(step)
         record = {
             "epoch": epoch,
             "loss": float(np.mean([s["loss"].item() for s in steps])),
@@ -238,6 +236,16 @@ def train_module(
         penalty.load_state_dict(best[1][1])
     module.eval()
     return pd.DataFrame(history), train_idx, val_idx
+
+
+def _check_finite(step: dict, epoch: int) -> None:
+    loss = step["loss"]
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"the loss became {loss.item()} at epoch {epoch} "
+            f"(reconstruction {step['reconstruction'].item():.4g}, KL {step['kl'].item():.4g}, "
+            f"penalty {step['penalty'].item():.4g}); lower the learning rate or alpha"
+        )
 
 
 def _objective(module, penalty, x, inf, gen, kl_weight, dis, settings):
