@@ -5,9 +5,6 @@
 #   snakemake --cores 8                                  # the study, four Visium sections
 
 
-import os
-from pathlib import Path
-
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -22,12 +19,6 @@ if not workflow.overwrite_configfiles:
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
-# The rules' scripts import the model package from this repository's src/,
-# in whatever environment a job runs (local, conda, or a cluster node).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
-)
-
 
 report: "workflow/report/workflow.rst"
 
@@ -41,6 +32,6 @@ include: "workflow/rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -25,7 +25,9 @@ rule table1:
         "results/metrics/runs.tsv",
     output:
         csv=report(
-            "results/table1/table1.csv", caption="../report/table1.rst", category="Table 1"
+            "results/table1/table1.csv",
+            caption="../report/table1.rst",
+            category="Table 1",
         ),
         md="results/table1/table1.md",
         tex="results/table1/table1.tex",
@@ -35,15 +37,15 @@ rule table1:
             category="Table 1",
         ),
         compare_md="results/table1/table1_vs_published.md",
+    log:
+        "logs/aggregate/table1.log",
+    conda:
+        "../../envs/dpst.yaml"
     params:
         alpha_on=ALPHA_ON,
         seeds=SEEDS,
         sections=SECTIONS,
         published_sections=config["published_sections"],
-    log:
-        "logs/aggregate/table1.log",
-    conda:
-        "../../envs/dpst.yaml"
     script:
         "../scripts/table1.py"
 
@@ -59,12 +61,12 @@ rule figure4:
         ),
         pdf="results/figures/figure4.pdf",
         ellipses="results/figures/figure4_ellipses.tsv",
-    params:
-        model=config["figure4"]["model"],
     log:
         "logs/aggregate/figure4.log",
     conda:
         "../../envs/dpst.yaml"
+    params:
+        model=config["figure4"]["model"],
     script:
         "../scripts/figure4.py"
 
@@ -79,14 +81,14 @@ rule figure5:
             category="Figures",
         ),
         pdf="results/figures/figure5.pdf",
-    params:
-        alpha_on=ALPHA_ON,
-        seeds=SEEDS,
-        sections=SECTIONS,
     log:
         "logs/aggregate/figure5.log",
     conda:
         "../../envs/dpst.yaml"
+    params:
+        alpha_on=ALPHA_ON,
+        seeds=SEEDS,
+        sections=SECTIONS,
     script:
         "../scripts/figure5.py"
 
@@ -101,11 +103,11 @@ rule figure6:
             category="Figures",
         ),
         pdf="results/figures/figure6.pdf",
-    params:
-        runs=[list(run) for run in sensitivity_runs()],
     log:
         "logs/aggregate/figure6.log",
     conda:
         "../../envs/dpst.yaml"
+    params:
+        runs=[list(run) for run in sensitivity_runs()],
     script:
         "../scripts/figure6.py"

@@ -75,7 +75,9 @@ def sensitivity_runs():
     sections = sensitivity_setting("sections", SECTIONS)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
-        raise ValueError(f"sensitivity.sections names unknown sections {sorted(unknown)}")
+        raise ValueError(
+            f"sensitivity.sections names unknown sections {sorted(unknown)}"
+        )
     return [
         (section, model, float(alpha), seed)
         for section in sections

@@ -4,17 +4,17 @@
 rule download_10x_file:
     output:
         "resources/10x/{sample_id}/{sample_id}_{file}",
+    log:
+        "logs/download/{sample_id}_{file}.log",
     wildcard_constraints:
         file=r"filtered_feature_bc_matrix\.h5|spatial\.tar\.gz",
+    retries: config["download"]["retries"]
+    conda:
+        "../../envs/dpst.yaml"
     params:
         url=lambda wc: f"{config['download']['base_url'].rstrip('/')}/{wc.sample_id}/{wc.sample_id}_{wc.file}",
         expected=lambda wc: sample_files(wc.sample_id)[wc.file],
         timeout=config["download"]["timeout"],
-    retries: config["download"]["retries"]
-    log:
-        "logs/download/{sample_id}_{file}.log",
-    conda:
-        "../../envs/dpst.yaml"
     script:
         "../scripts/download.py"
 

@@ -7,14 +7,14 @@ rule preprocess:
         spaceranger_inputs,
     output:
         "results/preprocessed/{section}.h5ad",
-    params:
-        folder=lambda wc: spaceranger_folder(wc.section),
-        settings=config["preprocess"],
     log:
         "logs/preprocess/{section}.log",
     benchmark:
         "benchmarks/preprocess/{section}.tsv"
     conda:
         "../../envs/dpst.yaml"
+    params:
+        folder=lambda wc: spaceranger_folder(wc.section),
+        settings=config["preprocess"],
     script:
         "../scripts/preprocess.py"

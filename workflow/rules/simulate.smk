@@ -4,11 +4,11 @@
 rule simulate_section:
     output:
         directory("resources/simulated/{section}"),
-    params:
-        simulate=lambda wc: config["sections"][wc.section]["simulate"],
     log:
         "logs/simulate/{section}.log",
     conda:
         "../../envs/dpst.yaml"
+    params:
+        simulate=lambda wc: config["sections"][wc.section]["simulate"],
     script:
         "../scripts/simulate.py"

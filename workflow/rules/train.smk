@@ -11,24 +11,24 @@ rule train:
         autocorrelation="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/autocorrelation.tsv",
         history="results/runs/{section}/{model}/alpha{alpha}/seed{seed}/history.tsv",
         model=directory("results/runs/{section}/{model}/alpha{alpha}/seed{seed}/model"),
+    log:
+        "logs/train/{section}/{model}/alpha{alpha}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{section}/{model}/alpha{alpha}/seed{seed}.tsv"
     wildcard_constraints:
         model="vae|scvi",
         alpha=r"[0-9.e+-]+",
         seed=r"\d+",
-    params:
-        model=config["model"],
-        penalty=config["penalty"],
-        train=config["train"],
+    conda:
+        "../../envs/dpst.yaml"
     threads: config["resources"]["train_threads"]
     resources:
         gpu=1,
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
-    log:
-        "logs/train/{section}/{model}/alpha{alpha}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train/{section}/{model}/alpha{alpha}/seed{seed}.tsv"
-    conda:
-        "../../envs/dpst.yaml"
+    params:
+        model=config["model"],
+        penalty=config["penalty"],
+        train=config["train"],
     script:
         "../scripts/train.py"
