@@ -45,7 +45,7 @@ rule table1:
         alpha_on=ALPHA_ON,
         seeds=SEEDS,
         sections=SECTIONS,
-        published_sections=config["published_sections"],
+        published_sections=canonical(config["published_sections"]),
     script:
         "../scripts/table1.py"
 

@@ -8,6 +8,13 @@ H5_NAME = "filtered_feature_bc_matrix.h5"
 TARBALL_NAME = "spatial.tar.gz"
 
 
+def canonical(settings):
+    """Settings with sorted keys: reordering keys in the config reruns nothing."""
+    if isinstance(settings, dict):
+        return {key: canonical(settings[key]) for key in sorted(settings)}
+    return settings
+
+
 def alpha_label(alpha):
     """Wildcard text of a penalty strength: 0, 10, 0.5, 1e+04."""
     return f"{float(alpha):g}"

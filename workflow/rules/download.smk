@@ -13,7 +13,7 @@ rule download_10x_file:
         "../../envs/dpst.yaml"
     params:
         url=lambda wc: f"{config['download']['base_url'].rstrip('/')}/{wc.sample_id}/{wc.sample_id}_{wc.file}",
-        expected=lambda wc: sample_files(wc.sample_id)[wc.file],
+        expected=lambda wc: canonical(sample_files(wc.sample_id)[wc.file]),
         timeout=config["download"]["timeout"],
     script:
         "../scripts/download.py"

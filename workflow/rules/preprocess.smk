@@ -15,6 +15,6 @@ rule preprocess:
         "../../envs/dpst.yaml"
     params:
         folder=lambda wc: spaceranger_folder(wc.section),
-        settings=config["preprocess"],
+        settings=canonical(config["preprocess"]),
     script:
         "../scripts/preprocess.py"

@@ -9,6 +9,6 @@ rule simulate_section:
     conda:
         "../../envs/dpst.yaml"
     params:
-        simulate=lambda wc: config["sections"][wc.section]["simulate"],
+        simulate=lambda wc: canonical(config["sections"][wc.section]["simulate"]),
     script:
         "../scripts/simulate.py"

@@ -27,8 +27,8 @@ rule train:
         mem_mb=config["resources"]["train_mem_mb"],
         runtime=config["resources"]["train_runtime"],
     params:
-        model=config["model"],
-        penalty=config["penalty"],
-        train=config["train"],
+        model=canonical(config["model"]),
+        penalty=canonical(config["penalty"]),
+        train=canonical(config["train"]),
     script:
         "../scripts/train.py"
