@@ -1,0 +1,154 @@
+"""Preprocessing of Visium counts with documented defaults (scanpy, squidpy)."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from .io import spatial_um
+
+__all__ = ["preprocess"]
+
+MT_PREFIXES = ("mt-", "MT-")
+VISIUM_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
+
+
+def _check_counts(adata: ad.AnnData) -> None:
+    x = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if x.size and (np.any(x < 0) or np.any(x != np.round(x))):
+        raise ValueError("preprocess expects raw counts in adata.X (non-negative integers)")
+
+
+def _filter(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> None:
+    import scanpy as sc
+
+    sc.pp.filter_cells(adata, min_counts=min_counts)
+    if min_genes is not None:
+        sc.pp.filter_cells(adata, min_genes=min_genes)
+    sc.pp.filter_genes(adata, min_cells=min_cells)
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"no data left after filtering ({adata.n_obs} spots, {adata.n_vars} genes) with "
+            f"min_counts={min_counts}, min_genes={min_genes}, min_cells={min_cells}"
+        )
+
+
+def _highly_variable(adata: ad.AnnData, n_top_genes: int, flavor: str, subset: bool) -> None:
+    import scanpy as sc
+
+    # seurat_v3 models raw counts; the other flavours expect log data in X.
+    layer = "counts" if flavor == "seurat_v3" else None
+    try:
+        sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top_genes, layer=layer, subset=subset)
+    except Exception as err:  # skmisc's loess fails on degenerate data with various errors
+        raise ValueError(
+            f"highly_variable_genes(flavor={flavor!r}) failed on {adata.n_obs} spots x {adata.n_vars} genes: {err}"
+        ) from err
+
+
+def _spatial_graph(adata: ad.AnnData, n_neighs: int) -> None:
+    """Visium hexagonal-grid graph in ``obsp["spatial_connectivities"]``."""
+    import squidpy as sq
+
+    # squidpy >= 1.7 deprecates the generic entry point in favour of the grid one.
+    grid = getattr(sq.gr, "spatial_neighbors_grid", None)
+    if grid is not None:
+        grid(adata, n_neighs=n_neighs)
+    else:
+        sq.gr.spatial_neighbors(adata, coord_type="grid", n_neighs=n_neighs)
+
+
+def _check_grid_graph(adata: ad.AnnData) -> None:
+    """Warn when squidpy's grid graph joins spots that are not hexagon neighbours.
+
+    squidpy keeps the ``n_neighs`` nearest spots closer than 1.3 x the median of
+    those distances; when most spots lost neighbours (e.g. heavy QC filtering),
+    that median grows and second-ring spots (173, 200 um) get joined, one-way.
+    """
+    rows, cols = adata.obsp["spatial_connectivities"].nonzero()
+    if rows.size == 0:
+        return
+    xy = adata.obsm["spatial_um"]
+    longest = np.linalg.norm(xy[rows] - xy[cols], axis=1).max()
+    if longest > 1.3 * VISIUM_SPACING_UM:
+        warnings.warn(
+            f"spatial graph has edges up to {longest:.0f} um, beyond the {VISIUM_SPACING_UM:.0f} um Visium "
+            "neighbours: too many spots were filtered out for squidpy's grid graph",
+            stacklevel=3,
+        )
+
+
+def preprocess(
+    adata: ad.AnnData,
+    min_counts: int = 500,
+    min_genes: int | None = None,
+    min_cells: int = 10,
+    n_top_genes: int = 2000,
+    hvg_flavor: str = "seurat_v3",
+    target_sum: float = 1e4,
+    n_neighs: int = 6,
+    subset_hvg: bool = True,
+    copy: bool = False,
+) -> ad.AnnData:
+    """QC, filtering, normalization, highly variable genes and the spatial graph.
+
+    Steps:
+
+    1. ``var["mt"]`` flags genes starting with ``mt-``/``MT-``.
+    2. Drop spots with fewer than ``min_counts`` counts (and fewer than
+       ``min_genes`` genes if given), then genes seen in fewer than ``min_cells``
+       spots; QC metrics (``sc.pp.calculate_qc_metrics``) of the kept data go to
+       ``obs``/``var``.
+    3. ``layers["counts"]``: raw counts (float32 CSR); ``X``:
+       ``log1p(normalize_total(target_sum))``.
+    4. ``sc.pp.highly_variable_genes(flavor=hvg_flavor)`` with
+       ``n_top_genes`` clipped to the number of genes (on ``layers["counts"]`` for
+       ``seurat_v3``); subset to them when ``subset_hvg``.
+    5. ``obsm["spatial_um"]``: coordinates in micrometres.
+    6. squidpy's grid graph (``n_neighs=6``: the Visium hexagon) in
+       ``obsp["spatial_connectivities"]``/``obsp["spatial_distances"]``.
+
+    Parameters are recorded in ``uns["dpst_preprocess"]``. ``adata.X`` must hold
+    raw counts. Returns the processed AnnData (a new one when ``copy``).
+    """
+    import scanpy as sc
+
+    adata = adata.copy() if copy else adata
+    _check_counts(adata)
+    n_spots_in, n_genes_in = adata.n_obs, adata.n_vars
+
+    adata.var["mt"] = adata.var_names.str.startswith(MT_PREFIXES)
+    _filter(adata, min_counts, min_genes, min_cells)
+    sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
+
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+
+    n_top = min(n_top_genes, adata.n_vars)
+    _highly_variable(adata, n_top, hvg_flavor, subset_hvg)
+
+    adata.obsm["spatial_um"] = spatial_um(adata)
+    _spatial_graph(adata, n_neighs)
+    _check_grid_graph(adata)
+
+    adata.uns["dpst_preprocess"] = {
+        "min_counts": min_counts,
+        "min_genes": min_genes,
+        "min_cells": min_cells,
+        "n_top_genes": n_top_genes,
+        "n_hvg": n_top,
+        "hvg_flavor": hvg_flavor,
+        "target_sum": target_sum,
+        "n_neighs": n_neighs,
+        "subset_hvg": subset_hvg,
+        "n_spots_in": n_spots_in,
+        "n_genes_in": n_genes_in,
+        "n_spots_out": adata.n_obs,
+        "n_genes_out": adata.n_vars,
+    }
+    return adata

@@ -1,0 +1,252 @@
+"""Reading Space Ranger folders: round trips, real-world variants, clear errors."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import scanpy as sc
+
+from dpst import sim
+from dpst.io import SpaceRangerFormatError, read_spaceranger, spatial_um, um_per_pixel
+from dpst.sim import write_spaceranger
+
+H5 = "filtered_feature_bc_matrix.h5"
+
+
+def assert_same_section(read, simulated):
+    assert read.obs_names.equals(simulated.obs_names)
+    assert read.var_names.equals(simulated.var_names)
+    assert read.X.format == "csr"
+    assert (read.X != simulated.X).nnz == 0
+    for col in ("in_tissue", "array_row", "array_col"):
+        np.testing.assert_array_equal(read.obs[col].to_numpy(), simulated.obs[col].to_numpy())
+    np.testing.assert_array_equal(read.obsm["spatial"], simulated.obsm["spatial"])
+    np.testing.assert_array_equal(read.var["gene_ids"], simulated.var["gene_ids"])
+    np.testing.assert_array_equal(spatial_um(read), spatial_um(simulated))
+
+
+# --------------------------------------------------------------------------- #
+# writing
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("positions", ["v1", "v2"])
+def test_layout_written(tmp_path, sim_adata, positions):
+    out = write_spaceranger(sim_adata, tmp_path / "outs", positions=positions)
+    names = {"v1": "tissue_positions_list.csv", "v2": "tissue_positions.csv"}
+    spatial = {p.name for p in (out / "spatial").iterdir()}
+    assert spatial == {names[positions], "scalefactors_json.json", "tissue_lowres_image.png", "tissue_hires_image.png"}
+    lines = (out / "spatial" / names[positions]).read_text().splitlines()
+    header = "barcode,in_tissue,array_row,array_col,pxl_row_in_fullres,pxl_col_in_fullres"
+    assert (lines[0] == header) == (positions == "v2")
+    # All 78 x 128 / 2 grid spots are listed, off-tissue ones included.
+    assert len(lines) - (positions == "v2") == 78 * 64
+    assert [p.name for p in tmp_path.iterdir()] == ["outs"]  # no temp dir left behind
+
+
+def test_h5_matches_10x_format(spaceranger_dir, sim_adata):
+    with h5py.File(spaceranger_dir / H5) as f:
+        m = f["matrix"]
+        assert set(m) == {"barcodes", "data", "indices", "indptr", "shape", "features"}
+        assert set(m["features"]) == {"id", "name", "feature_type", "genome", "_all_tag_keys"}
+        assert tuple(m["shape"][()]) == (sim_adata.n_vars, sim_adata.n_obs)
+        assert len(m["indptr"]) == sim_adata.n_obs + 1  # CSC over spots
+        assert m["data"].dtype == np.int32
+        assert f.attrs["filetype"] == b"matrix" and f.attrs["version"] == 2
+        assert f.attrs["library_ids"][0] == b"sim_seed7"
+    read = sc.read_10x_h5(spaceranger_dir / H5)
+    assert read.obs_names.equals(sim_adata.obs_names)
+    assert (read.X != sim_adata.X).nnz == 0
+
+
+def test_root_attrs_can_be_left_out(tmp_path, sim_adata):
+    out = write_spaceranger(sim_adata, tmp_path / "outs", root_attrs=False)
+    with h5py.File(out / H5) as f:
+        assert len(f.attrs) == 0
+
+
+def test_write_refuses_non_empty_outdir(tmp_path, sim_adata):
+    (tmp_path / "outs").mkdir()
+    (tmp_path / "outs" / "x").write_text("keep")
+    with pytest.raises(FileExistsError):
+        write_spaceranger(sim_adata, tmp_path / "outs")
+    assert (tmp_path / "outs" / "x").read_text() == "keep"
+
+
+def test_failed_write_leaves_nothing(tmp_path, sim_adata, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sim, "_save_png", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_spaceranger(sim_adata, tmp_path / "outs")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_integer_counts_rejected(tmp_path, sim_adata):
+    sim_adata.X = sim_adata.X * 0.5
+    with pytest.raises(ValueError, match="integer counts"):
+        write_spaceranger(sim_adata, tmp_path / "outs")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- #
+# reading: round trips and real-world variants
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("positions", ["v1", "v2"])
+def test_round_trip(tmp_path, sim_adata, positions):
+    out = write_spaceranger(sim_adata, tmp_path / "outs", positions=positions)
+    read = read_spaceranger(out)
+    assert_same_section(read, sim_adata)
+    assert list(read.uns["spatial"]) == ["sim_seed7"]
+    entry = read.uns["spatial"]["sim_seed7"]
+    assert entry["scalefactors"] == sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]
+    assert entry["images"]["lowres"].shape == sim_adata.uns["spatial"]["sim_seed7"]["images"]["lowres"].shape
+    assert entry["images"]["hires"].ndim == 3
+    assert entry["metadata"]["software_version"].startswith("spaceranger")
+    assert um_per_pixel(read) == um_per_pixel(sim_adata)
+
+
+def test_h5_without_root_attrs(tmp_path, sim_adata):
+    out = write_spaceranger(sim_adata, tmp_path / "S1" / "outs", positions="v2", root_attrs=False)
+    read = read_spaceranger(out)
+    assert_same_section(read, sim_adata)
+    assert list(read.uns["spatial"]) == ["S1"]  # <sample>/outs -> sample
+    assert list(read_spaceranger(out, library_id="mine").uns["spatial"]) == ["mine"]
+
+
+def test_downloaded_names(tmp_path, sim_adata):
+    sample = "V1_Mouse_Brain_Sagittal_Anterior"
+    out = write_spaceranger(sim_adata, tmp_path / sample, root_attrs=False, sample_id=sample, download_names=True)
+    assert (out / f"{sample}_{H5}").is_file() and not (out / H5).exists()
+    read = read_spaceranger(out)
+    assert_same_section(read, sim_adata)
+    assert list(read.uns["spatial"]) == [sample]
+
+
+def test_only_in_tissue_spots_in_matrix(tmp_path, sim_adata):
+    """Spots marked off-tissue in the positions file are dropped, matrix order kept."""
+    out = write_spaceranger(sim_adata, tmp_path / "outs", positions="v2")
+    positions = out / "spatial" / "tissue_positions.csv"
+    lines = positions.read_text().splitlines()
+    dropped = set(sim_adata.obs_names[:10])
+    lines = [
+        line.replace(",1,", ",0,", 1) if line.split(",")[0] in dropped else line for line in lines
+    ]
+    positions.write_text("\n".join(lines) + "\n")
+    read = read_spaceranger(out)
+    assert_same_section(read, sim_adata[10:])
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_duplicate_gene_names_made_unique(tmp_path, sim_adata):
+    names = sim_adata.var_names.to_list()
+    names[1] = names[0]
+    sim_adata.var_names = names
+    read = read_spaceranger(write_spaceranger(sim_adata, tmp_path / "outs"))
+    assert read.var_names.is_unique
+    assert read.var["gene_ids"].equals(sim_adata.var["gene_ids"].set_axis(read.var_names))
+
+
+# --------------------------------------------------------------------------- #
+# reading: broken folders give SpaceRangerFormatError naming the file
+# --------------------------------------------------------------------------- #
+def test_missing_folder(tmp_path):
+    with pytest.raises(SpaceRangerFormatError, match="nowhere"):
+        read_spaceranger(tmp_path / "nowhere")
+
+
+def test_missing_h5(spaceranger_dir):
+    (spaceranger_dir / H5).unlink()
+    with pytest.raises(SpaceRangerFormatError, match=H5):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_two_downloaded_h5(spaceranger_dir):
+    (spaceranger_dir / H5).rename(spaceranger_dir / f"A_{H5}")
+    (spaceranger_dir / f"B_{H5}").write_bytes((spaceranger_dir / f"A_{H5}").read_bytes())
+    with pytest.raises(SpaceRangerFormatError, match="several"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_garbage_h5(spaceranger_dir):
+    (spaceranger_dir / H5).write_bytes(b"<html>404 Not Found</html>" * 100)
+    with pytest.raises(SpaceRangerFormatError, match=H5):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_truncated_h5(spaceranger_dir):
+    h5 = spaceranger_dir / H5
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])
+    with pytest.raises(SpaceRangerFormatError, match=H5):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_h5_missing_dataset(spaceranger_dir):
+    with h5py.File(spaceranger_dir / H5, "a") as f:
+        del f["matrix/indptr"]
+    with pytest.raises(SpaceRangerFormatError, match=H5):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_missing_positions(spaceranger_dir):
+    (spaceranger_dir / "spatial" / "tissue_positions_list.csv").unlink()
+    with pytest.raises(SpaceRangerFormatError, match="tissue_positions.csv or tissue_positions_list.csv"):
+        read_spaceranger(spaceranger_dir)
+
+
+def _edit_positions(folder, edit):
+    path = folder / "spatial" / "tissue_positions_list.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    path.write_text("\n".join(",".join(edit(i, row)) for i, row in enumerate(rows)) + "\n")
+
+
+def test_positions_column_dropped(spaceranger_dir):
+    _edit_positions(spaceranger_dir, lambda i, row: row[:-1])
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv.*columns"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_positions_text_in_coordinates(spaceranger_dir):
+    _edit_positions(spaceranger_dir, lambda i, row: row[:4] + ["abc", row[5]] if i == 5 else row)
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv.*'abc' on line 6"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_positions_ragged_row(spaceranger_dir):
+    _edit_positions(spaceranger_dir, lambda i, row: row + ["7"] if i == 3 else row)
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_missing_scalefactors(spaceranger_dir):
+    (spaceranger_dir / "spatial" / "scalefactors_json.json").unlink()
+    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_scalefactors_without_spot_diameter(spaceranger_dir):
+    path = spaceranger_dir / "spatial" / "scalefactors_json.json"
+    path.write_text(json.dumps({"tissue_lowres_scalef": 0.05}))
+    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json.*spot_diameter_fullres"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_no_common_barcodes(spaceranger_dir):
+    _edit_positions(spaceranger_dir, lambda i, row: ["X" + row[0]] + row[1:])
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv.*in common"):
+        read_spaceranger(spaceranger_dir)
+
+
+# --------------------------------------------------------------------------- #
+# units
+# --------------------------------------------------------------------------- #
+def test_um_per_pixel_errors(sim_adata):
+    assert spatial_um(sim_adata) == pytest.approx(sim_adata.obsm["spatial"] * 55 / 89.0)
+    with pytest.raises(ValueError, match="sim_seed7"):
+        um_per_pixel(sim_adata, library_id="other")
+    sim_adata.uns["spatial"]["second"] = sim_adata.uns["spatial"]["sim_seed7"]
+    with pytest.raises(ValueError, match="second"):
+        um_per_pixel(sim_adata)
+    del sim_adata.uns["spatial"]
+    with pytest.raises(ValueError, match=r"\[\]"):
+        um_per_pixel(sim_adata)

@@ -1,0 +1,123 @@
+"""Preprocessing: counts kept, log-normalization, HVGs, micrometres, the hex graph."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dpst.io import read_spaceranger, spatial_um
+from dpst.pp import preprocess
+
+
+@pytest.fixture
+def processed(sim_adata):
+    return preprocess(sim_adata, min_counts=3000, min_cells=5, n_top_genes=80, copy=True)
+
+
+def test_counts_layer_equals_input(sim_adata, processed):
+    counts = processed.layers["counts"]
+    assert sp.issparse(counts) and counts.format == "csr" and counts.dtype == np.float32
+    assert np.all(counts.data == np.round(counts.data))
+    expected = sim_adata[processed.obs_names, processed.var_names].X
+    assert (counts != expected).nnz == 0
+
+
+def test_x_is_log1p_of_normalized_counts(sim_adata, processed):
+    # Library sizes over all genes kept by min_cells, before the HVG subset.
+    kept_genes = sim_adata.var_names[
+        np.asarray((sim_adata[processed.obs_names].X > 0).sum(axis=0)).ravel() >= 5
+    ]
+    raw = sim_adata[processed.obs_names, kept_genes].X.toarray()
+    library = raw.sum(axis=1, keepdims=True)
+    cols = kept_genes.get_indexer(processed.var_names)
+    expected = np.log1p(1e4 * raw[:, cols] / library)
+    np.testing.assert_allclose(processed.X.toarray(), expected, rtol=1e-5, atol=1e-5)
+    assert "log1p" in processed.uns
+
+
+def test_filters_and_hvgs(sim_adata, processed):
+    totals = np.asarray(sim_adata.X.sum(axis=1)).ravel()
+    assert processed.n_obs == np.sum(totals >= 3000) < sim_adata.n_obs
+    assert processed.n_vars == 80
+    assert processed.var["highly_variable"].all()
+    assert "mt" in processed.var and "total_counts" in processed.obs
+    params = processed.uns["dpst_preprocess"]
+    assert params["n_hvg"] == 80 and params["n_spots_in"] == sim_adata.n_obs
+    assert params["n_spots_out"] == processed.n_obs
+
+
+def test_hvgs_favour_spatial_genes(processed, sim_adata):
+    """Background genes carry no signal, so few of them should be picked."""
+    pattern = sim_adata.var.loc[processed.var_names, "sim_pattern"]
+    assert (pattern == "background").mean() < (sim_adata.var["sim_pattern"] == "background").mean()
+
+
+def test_n_top_genes_clipped(sim_adata):
+    out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=5000, copy=True)
+    assert out.n_vars == sim_adata.n_vars
+
+
+def test_no_subset(sim_adata):
+    out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=30, subset_hvg=False, copy=True)
+    assert out.n_vars == sim_adata.n_vars and out.var["highly_variable"].sum() == 30
+
+
+def test_other_flavour(sim_adata):
+    out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=30, hvg_flavor="seurat", copy=True)
+    assert out.n_vars == 30
+
+
+def test_mitochondrial_genes_flagged(sim_adata):
+    sim_adata.var_names = ["mt-Co1", "MT-ND1"] + sim_adata.var_names[2:].to_list()
+    out = preprocess(sim_adata, min_counts=0, min_cells=0, subset_hvg=False, copy=True)
+    assert out.var["mt"].iloc[:2].all() and not out.var["mt"].iloc[2:].any()
+    assert (out.obs["pct_counts_mt"] > 0).all()
+
+
+def test_spatial_um_and_graph(processed):
+    np.testing.assert_array_equal(processed.obsm["spatial_um"], spatial_um(processed))
+    graph = processed.obsp["spatial_connectivities"]
+    assert (graph != graph.T).nnz == 0
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    assert degree.max() == 6
+    # Every edge joins neighbouring spots, 100 um apart.
+    rows, cols = graph.nonzero()
+    lengths = np.linalg.norm(processed.obsm["spatial_um"][rows] - processed.obsm["spatial_um"][cols], axis=1)
+    np.testing.assert_allclose(lengths, 100.0)
+
+
+def test_interior_spots_have_six_neighbours(sim_adata):
+    out = preprocess(sim_adata, min_counts=0, min_cells=0, copy=True)
+    spots = list(zip(out.obs["array_row"], out.obs["array_col"]))
+    occupied = set(spots)
+    ring = [(0, 2), (0, -2), (1, 1), (1, -1), (-1, 1), (-1, -1)]
+    interior = np.array([all((r + dr, c + dc) in occupied for dr, dc in ring) for r, c in spots])
+    assert interior.sum() > 100
+    degree = np.asarray(out.obsp["spatial_connectivities"].sum(axis=1)).ravel()
+    assert np.all(degree[interior] == 6)
+    assert np.all(degree[~interior] < 6)
+
+
+def test_warns_when_grid_graph_breaks(sim_adata):
+    """Removing most spots makes squidpy's grid graph join second-ring spots."""
+    rng = np.random.default_rng(0)
+    sparse = sim_adata[rng.random(sim_adata.n_obs) < 0.4].copy()
+    with pytest.warns(UserWarning, match="beyond the 100 um"):
+        preprocess(sparse, min_counts=0, min_cells=0)
+
+
+def test_in_place_and_after_reading(spaceranger_dir, sim_adata):
+    adata = read_spaceranger(spaceranger_dir)
+    returned = preprocess(adata, min_counts=0, min_cells=0, n_top_genes=50)
+    assert returned is adata and adata.n_vars == 50
+    assert "spatial_connectivities" in adata.obsp
+
+
+def test_rejects_normalized_input(sim_adata):
+    sim_adata.X = sim_adata.X * 0.5
+    with pytest.raises(ValueError, match="raw counts"):
+        preprocess(sim_adata)
+
+
+def test_everything_filtered(sim_adata):
+    with pytest.raises(ValueError, match="no data left"):
+        preprocess(sim_adata, min_counts=10**9)

@@ -1,0 +1,123 @@
+"""The simulator: Visium geometry, determinism, spatial structure."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from dpst.io import spatial_um, um_per_pixel
+from dpst.sim import simulate_section
+
+
+def test_grid_is_hexagonal(sim_adata):
+    rows, cols = sim_adata.obs["array_row"].to_numpy(), sim_adata.obs["array_col"].to_numpy()
+    assert np.all((rows + cols) % 2 == 0)
+    assert rows.min() >= 0 and rows.max() < 78 and cols.min() >= 0 and cols.max() < 128
+
+    assert um_per_pixel(sim_adata) == pytest.approx(55 / 89.0)
+    xy = spatial_um(sim_adata)
+    dist, _ = cKDTree(xy).query(xy, k=7)
+    nearest = dist[:, 1]
+    np.testing.assert_allclose(nearest, 100.0, rtol=1e-9)
+    # Every first-ring neighbour is at 100 um, the next ring at 100 * sqrt(3).
+    ring = dist[:, 1:]
+    assert np.all(np.isclose(ring, 100.0) | (ring >= 100 * np.sqrt(3) - 1e-6))
+
+
+def test_same_grid_step_in_array_units(sim_adata):
+    """Same-row neighbours are 2 columns apart; adjacent rows shift by one column."""
+    xy = spatial_um(sim_adata)
+    obs = sim_adata.obs.reset_index(drop=True)
+    pos = {(r, c): i for i, (r, c) in enumerate(zip(obs["array_row"], obs["array_col"]))}
+    for (r, c), i in pos.items():
+        for dr, dc in [(0, 2), (1, 1), (1, -1)]:
+            j = pos.get((r + dr, c + dc))
+            if j is not None:
+                assert np.linalg.norm(xy[i] - xy[j]) == pytest.approx(100.0)
+
+
+def test_deterministic_by_seed():
+    a = simulate_section(n_spots=120, n_genes=50, seed=3)
+    b = simulate_section(n_spots=120, n_genes=50, seed=3)
+    c = simulate_section(n_spots=120, n_genes=50, seed=4)
+    assert (a.X != b.X).nnz == 0
+    assert a.obs.equals(b.obs) and a.var.equals(b.var)
+    np.testing.assert_array_equal(a.obsm["spatial"], b.obsm["spatial"])
+    lib = "sim_seed3"
+    np.testing.assert_array_equal(a.uns["spatial"][lib]["images"]["lowres"], b.uns["spatial"][lib]["images"]["lowres"])
+    assert (a.X != c.X).nnz > 0
+    assert not a.obs_names.equals(c.obs_names)
+
+
+@pytest.mark.parametrize("n_spots", [100, 1000, 4900])
+def test_sizes_honoured(n_spots):
+    adata = simulate_section(n_spots=n_spots, n_genes=30, n_domains=3, seed=0)
+    assert abs(adata.n_obs - n_spots) <= 0.05 * n_spots
+    assert adata.n_vars == 30
+    assert set(adata.obs["domain"].cat.categories) == {"L1", "L2", "L3"}
+    assert adata.obs["domain"].value_counts().min() > 0
+
+
+def test_too_many_spots_rejected():
+    with pytest.raises(ValueError, match="n_spots"):
+        simulate_section(n_spots=5000, n_genes=10)
+
+
+def test_anndata_structure(sim_adata):
+    adata = sim_adata
+    assert sp.issparse(adata.X) and adata.X.format == "csr"
+    assert np.all(adata.X.data == np.round(adata.X.data)) and adata.X.data.min() >= 0
+    assert adata.obs_names.is_unique
+    assert adata.obs_names.str.fullmatch(r"[ACGT]{16}-1").all()
+    assert (adata.obs["in_tissue"] == 1).all()
+    assert adata.var_names[0] == "Gene0001"
+    assert adata.var["gene_ids"].str.startswith("ENSMUSG").all()
+    assert (adata.var["feature_types"] == "Gene Expression").all()
+    assert adata.obsm["spatial"].shape == (adata.n_obs, 2)
+    (entry,) = adata.uns["spatial"].values()
+    assert set(entry["scalefactors"]) == {
+        "spot_diameter_fullres",
+        "tissue_hires_scalef",
+        "tissue_lowres_scalef",
+        "fiducial_diameter_fullres",
+    }
+    img = entry["images"]["lowres"]
+    assert img.ndim == 3 and img.shape[2] == 3 and 0 <= img.min() and img.max() <= 1
+
+
+def test_library_sizes_follow_mean():
+    adata = simulate_section(n_spots=300, n_genes=200, seed=1, mean_library_size=2000)
+    library = np.asarray(adata.X.sum(axis=1)).ravel()
+    assert np.mean(library) == pytest.approx(2000, rel=0.1)
+
+
+def test_counts_spatially_structured(sim_adata):
+    """Each domain's markers are clearly higher inside their domain than outside."""
+    adata = sim_adata
+    counts = adata.X.toarray()
+    normalized = counts / counts.sum(axis=1, keepdims=True)
+    domain = adata.obs["domain"].to_numpy()
+    for name in adata.obs["domain"].cat.categories:
+        markers = (adata.var["sim_pattern"] == "marker").to_numpy() & (adata.var["sim_domain"] == name).to_numpy()
+        assert markers.any()
+        inside = normalized[domain == name][:, markers].mean()
+        outside = normalized[domain != name][:, markers].mean()
+        assert inside > 2.5 * outside
+
+
+def test_gradient_genes_vary_smoothly(sim_adata):
+    """Gradient genes are correlated between neighbouring spots; background genes are not."""
+    adata = sim_adata
+    counts = adata.X.toarray()
+    logn = np.log1p(1e4 * counts / counts.sum(axis=1, keepdims=True))
+    xy = spatial_um(adata)
+    pairs = cKDTree(xy).query_pairs(r=101.0, output_type="ndarray")
+
+    def neighbour_corr(kind):
+        cols = (adata.var["sim_pattern"] == kind).to_numpy()
+        vals = logn[:, cols]
+        vals = (vals - vals.mean(axis=0)) / (vals.std(axis=0) + 1e-12)
+        return np.mean(vals[pairs[:, 0]] * vals[pairs[:, 1]])
+
+    assert neighbour_corr("gradient") > 0.2
+    assert abs(neighbour_corr("background")) < 0.1
