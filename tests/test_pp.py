@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from dpst.io import read_spaceranger, spatial_um
 from dpst.pp import preprocess
+from dpst.sim import simulate_section
 
 
 @pytest.fixture
@@ -116,6 +117,12 @@ def test_rejects_normalized_input(sim_adata):
     sim_adata.X = sim_adata.X * 0.5
     with pytest.raises(ValueError, match="raw counts"):
         preprocess(sim_adata)
+
+
+def test_too_few_genes_for_seurat_v3():
+    tiny = simulate_section(n_spots=100, n_genes=3, n_domains=2)
+    with pytest.raises(ValueError, match="at least 20 genes"):
+        preprocess(tiny, min_counts=0, min_cells=0)
 
 
 def test_everything_filtered(sim_adata):

@@ -13,6 +13,7 @@ from .io import spatial_um
 __all__ = ["preprocess"]
 
 MT_PREFIXES = ("mt-", "MT-")
+MIN_GENES_SEURAT_V3 = 20
 VISIUM_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
 
 
@@ -41,6 +42,12 @@ def _highly_variable(adata: ad.AnnData, n_top_genes: int, flavor: str, subset: b
 
     # seurat_v3 models raw counts; the other flavours expect log data in X.
     layer = "counts" if flavor == "seurat_v3" else None
+    if flavor == "seurat_v3" and adata.n_vars < MIN_GENES_SEURAT_V3:
+        # skmisc's loess fails below ~20 genes, and with 2-3 genes it segfaults.
+        raise ValueError(
+            f"highly_variable_genes(flavor='seurat_v3') needs at least {MIN_GENES_SEURAT_V3} genes, "
+            f"{adata.n_vars} left after filtering; use another hvg_flavor or keep more genes"
+        )
     try:
         sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top_genes, layer=layer, subset=subset)
     except Exception as err:  # skmisc's loess fails on degenerate data with various errors
