@@ -1,6 +1,9 @@
 """Shared pytest fixtures."""
 
+import time
+
 import pytest
+from _workflow import copy_workflow, snakemake
 
 from dpst.sim import simulate_section, write_spaceranger
 
@@ -25,3 +28,15 @@ def sim_adata(_sim_adata_cached):
 def spaceranger_dir(tmp_path, sim_adata):
     """``sim_adata`` written as a Space Ranger 1.x ``outs/`` folder."""
     return write_spaceranger(sim_adata, tmp_path / "outs", positions="v1")
+
+
+# --------------------------------------------------------------------------- #
+# the workflow
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo workflow run once locally on 2 cores: (its folder, wall seconds)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo") / "wf")
+    start = time.perf_counter()
+    snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml")
+    return workdir, time.perf_counter() - start

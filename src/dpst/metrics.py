@@ -10,12 +10,13 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from .graph import SpatialGraph
+from .pp import grid_neighbors
 
 
 def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: int = 6) -> pd.DataFrame:
     """Moran's I and Geary's C of each latent dimension on the Visium grid graph.
 
-    squidpy ``spatial_neighbors(coord_type="grid", n_neighs=6)`` then
+    squidpy's grid graph (:func:`dpst.pp.grid_neighbors`) then
     ``spatial_autocorr`` with row-normalized weights. Returns one row per
     dimension (``z0, z1, ...``) with columns ``moran_I`` and ``geary_C``.
     """
@@ -25,7 +26,7 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
     names = [f"z{i}" for i in range(latent.shape[1])]
     tmp = ad.AnnData(latent, obsm={"spatial": np.asarray(coords, dtype=np.float64)})
     tmp.var_names = names
-    sq.gr.spatial_neighbors(tmp, coord_type="grid", n_neighs=n_neighs)
+    grid_neighbors(tmp, n_neighs=n_neighs)
     out = pd.DataFrame(index=pd.Index(names, name="dimension"))
     for mode, column, key in (("moran", "I", "moranI"), ("geary", "C", "gearyC")):
         sq.gr.spatial_autocorr(tmp, mode=mode, genes=names, n_perms=None, transformation=True,

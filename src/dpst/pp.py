@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from .io import spatial_um
 
-__all__ = ["preprocess"]
+__all__ = ["grid_neighbors", "preprocess"]
 
 MT_PREFIXES = ("mt-", "MT-")
 MIN_GENES_SEURAT_V3 = 20
@@ -56,8 +56,8 @@ def _highly_variable(adata: ad.AnnData, n_top_genes: int, flavor: str, subset: b
         ) from err
 
 
-def _spatial_graph(adata: ad.AnnData, n_neighs: int) -> None:
-    """Visium hexagonal-grid graph in ``obsp["spatial_connectivities"]``."""
+def grid_neighbors(adata: ad.AnnData, n_neighs: int = 6) -> None:
+    """Visium hexagonal-grid graph (squidpy) in ``obsp["spatial_connectivities"]``."""
     import squidpy as sq
 
     # squidpy >= 1.7 deprecates the generic entry point in favour of the grid one.
@@ -140,7 +140,7 @@ def preprocess(
     _highly_variable(adata, n_top, hvg_flavor, subset_hvg)
 
     adata.obsm["spatial_um"] = spatial_um(adata)
-    _spatial_graph(adata, n_neighs)
+    grid_neighbors(adata, n_neighs)
     _check_grid_graph(adata)
 
     adata.uns["dpst_preprocess"] = {
