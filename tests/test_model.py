@@ -100,3 +100,23 @@ def test_coordinates_are_converted_to_micrometres(section):
     model = dpst.DPVAE(section, alpha=1.0, graph="knn", n_neighbors=6)
     # Visium spot centres are 100 um apart
     assert np.median(model.graph.distances) == pytest.approx(100.0, rel=0.02)
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+@pytest.mark.parametrize("graph", ["knn", "radius", "gaussian", "all"])
+def test_every_graph_trains_full_batch_and_in_minibatches(section, graph, batch_size):
+    model = dpst.DPVAE(section, alpha=10.0, graph=graph, normalization="n2")
+    model.train(max_epochs=3, batch_size=batch_size, progress_bar=False)
+    assert np.isfinite(model.history["penalty"]).all()
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_early_stopping_restores_the_best_epoch(section):
+    model = dpst.DPVAE(section, alpha=10.0, seed=0)
+    model.train(max_epochs=2000, lr=3e-2, early_stopping=True, patience=5, progress_bar=False)
+    history = model.history
+    assert len(history) < 2000
+    best = history["validation_elbo"].idxmin()
+    assert len(history) - 1 - best == 5  # stopped after `patience` epochs without improvement
+    with pytest.raises(ValueError, match="held-out"):
+        model.train(max_epochs=5, early_stopping=True, validation_fraction=0.0)

@@ -10,14 +10,28 @@ module  torch modules: shared blocks, VAE and scVI backbones, the penalty
 train   the training loop shared by both backbones
 model   user-facing model classes `DPVAE` and `DPSCVI`
 metrics Moran's I / Geary's C, reconstruction MSE, distortion, local ellipses
-pl      plots (local-metric ellipses, summary figures)
+pl      figures: local-metric ellipses (Figure 4), MSE (5), sensitivity (6)
+tables  Table 1 in CSV, Markdown and LaTeX, beside the published values
+workflow the steps of the Snakemake workflow, called by its scripts
 """
 
 from importlib.metadata import version
 
-from . import graph, io, metrics, pp, sim
+from . import graph, io, metrics, pl, pp, sim, tables
 from .model import DPSCVI, DPVAE
 from .train import TrainingDivergedError
 
 __version__ = version("dpst")
-__all__ = ["DPSCVI", "DPVAE", "TrainingDivergedError", "graph", "io", "metrics", "pp", "sim", "__version__"]
+__all__ = [
+    "DPSCVI",
+    "DPVAE",
+    "TrainingDivergedError",
+    "graph",
+    "io",
+    "metrics",
+    "pl",
+    "pp",
+    "sim",
+    "tables",
+    "__version__",
+]
