@@ -68,7 +68,7 @@ def spot_spacing(ellipses_df: pd.DataFrame) -> float:
     xy = ellipses_df[["x", "y"]].dropna().to_numpy(dtype=float)
     if len(xy) < 2:
         raise ValueError("need at least two spots to measure the spot spacing")
-    return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
+    return _spacing_or_zero(xy)
 
 
 def ellipse_scale(panels: Iterable[pd.DataFrame], fraction: float = 0.35) -> float:
@@ -124,6 +124,7 @@ def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap
 
 
 def _spacing_or_zero(xy: np.ndarray) -> float:
+    """Median nearest-neighbour distance, 0 for fewer than two spots."""
     return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])) if len(xy) > 1 else 0.0
 
 
