@@ -196,3 +196,17 @@ def test_demo_end_to_end(demo_run):
     counts = job_counts(workdir, "--configfile", write_config(workdir, config))
     assert counts["train"] == 2 * 2 * 2  # sections x models x {0, alpha} for seed 2
     assert "preprocess" not in counts and "simulate_section" not in counts
+
+
+def test_broken_local_folder_fails_naming_the_file(workdir, tmp_path):
+    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6),
+                                      tmp_path / "outs")
+    (outs / "spatial" / "scalefactors_json.json").unlink()
+    config = download_config("http://127.0.0.1:9", {"L1": {"local": str(outs)}})
+    result = snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
+                       "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "scalefactors_json.json" in message and "section L1" in message
+    assert "Traceback" not in message
+    assert not (workdir / "results/preprocessed/L1.h5ad").exists()
