@@ -20,6 +20,7 @@ import scipy.sparse as sp
 __all__ = ["SpaceRangerFormatError", "read_spaceranger", "um_per_pixel", "spatial_um"]
 
 SPOT_DIAMETER_UM = 55.0
+SPOT_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # v2 (header), v1 (none)
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 

@@ -25,7 +25,9 @@ import scipy.sparse as sp
 import torch
 
 from .graph import SpatialGraph, spatial_graph
+from .io import spatial_um
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
+from .pp import is_raw_counts, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
 # With `pairs` normalization and the sampled latent, alpha=100 is where the
@@ -50,15 +52,13 @@ def spatial_coordinates(
             f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)}); "
             "pass spatial_key= the key of the spot coordinates"
         )
-    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
-    has_scalefactors = bool(adata.uns.get("spatial"))
-    if unit == "um" or (unit == "auto" and not has_scalefactors):
-        return coords
-    if unit not in ("auto", "pixel"):
+    if unit not in ("auto", "pixel", "um"):
         raise ValueError(f"coordinate unit must be 'auto', 'pixel' or 'um', got {unit!r}")
-    from .io import um_per_pixel  # the one place the unit conversion lives
-
-    return coords * um_per_pixel(adata)
+    if unit == "um" or (unit == "auto" and not adata.uns.get("spatial")):
+        coords = adata.obsm[spatial_key]
+    else:
+        coords = spatial_um(adata, spatial_key)  # the one place the unit conversion lives
+    return np.asarray(coords, dtype=np.float64)[:, :2]
 
 
 class _DPModel:
@@ -97,7 +97,7 @@ class _DPModel:
         self.layer = self.default_layer if layer == "default" else layer
         self.spatial_key, self.coordinate_unit = spatial_key, coordinate_unit
         self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
-        self._check_input(self._input(adata), "adata")
+        self._check_input(stored_values(self._input(adata)))
         self.coords = spatial_coordinates(adata, spatial_key, coordinate_unit)
         self.graph: SpatialGraph = spatial_graph(
             self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
@@ -122,10 +122,9 @@ class _DPModel:
             raise KeyError(f"adata.layers has no {self.layer!r} (layers: {list(adata.layers)})")
         return adata.layers[self.layer]
 
-    def _check_input(self, x, name: str) -> None:
-        values = x.data if sp.issparse(x) else np.asarray(x)
-        if values.size and not np.isfinite(values).all():
-            raise ValueError(f"{name}: the model input ({self._input_name}) has NaN or infinite values")
+    def _check_input(self, values: np.ndarray) -> None:
+        if not np.isfinite(values).all():
+            raise ValueError(f"adata: the model input ({self._input_name}) has NaN or infinite values")
 
     @property
     def _input_name(self) -> str:
@@ -298,12 +297,11 @@ class DPVAE(_DPModel):
     module_class = GaussianVAEModule
     default_layer = None
 
-    def _check_input(self, x, name: str) -> None:
-        super()._check_input(x, name)
-        values = x.data if sp.issparse(x) else np.asarray(x)
+    def _check_input(self, values: np.ndarray) -> None:
+        super()._check_input(values)
         if values.size and values.max() > 50:
             raise ValueError(
-                f"{name}: {self._input_name} looks like raw counts (max {values.max():.0f}); DPVAE "
+                f"adata: {self._input_name} looks like raw counts (max {values.max():.0f}); DPVAE "
                 "expects log1p of normalized counts (dpst.pp.preprocess writes them to X)"
             )
 
@@ -318,12 +316,11 @@ class DPSCVI(_DPModel):
     module_class = SCVIModule
     default_layer = "counts"
 
-    def _check_input(self, x, name: str) -> None:
-        super()._check_input(x, name)
-        values = x.data if sp.issparse(x) else np.asarray(x)
-        if values.size and ((values < 0).any() or not np.allclose(values, np.round(values))):
+    def _check_input(self, values: np.ndarray) -> None:
+        super()._check_input(values)
+        if not is_raw_counts(values):
             raise ValueError(
-                f"{name}: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI"
+                f"adata: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI"
             )
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:

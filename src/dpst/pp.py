@@ -8,18 +8,27 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .io import spatial_um
+from .io import SPOT_SPACING_UM, spatial_um
 
-__all__ = ["grid_neighbors", "preprocess"]
+__all__ = ["grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
 
 MT_PREFIXES = ("mt-", "MT-")
 MIN_GENES_SEURAT_V3 = 20
-VISIUM_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
+
+
+def stored_values(x) -> np.ndarray:
+    """The stored entries of a dense or sparse matrix (a sparse one's zeros need no check)."""
+    return x.data if sp.issparse(x) else np.asarray(x)
+
+
+def is_raw_counts(x) -> bool:
+    """Whether a matrix holds non-negative integers only."""
+    values = stored_values(x)
+    return bool(np.all(values >= 0) and np.all(values == np.round(values)))
 
 
 def _check_counts(adata: ad.AnnData) -> None:
-    x = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
-    if x.size and (np.any(x < 0) or np.any(x != np.round(x))):
+    if not is_raw_counts(adata.X):
         raise ValueError("preprocess expects raw counts in adata.X (non-negative integers)")
 
 
@@ -80,9 +89,9 @@ def _check_grid_graph(adata: ad.AnnData) -> None:
         return
     xy = adata.obsm["spatial_um"]
     longest = np.linalg.norm(xy[rows] - xy[cols], axis=1).max()
-    if longest > 1.3 * VISIUM_SPACING_UM:
+    if longest > 1.3 * SPOT_SPACING_UM:
         warnings.warn(
-            f"spatial graph has edges up to {longest:.0f} um, beyond the {VISIUM_SPACING_UM:.0f} um Visium "
+            f"spatial graph has edges up to {longest:.0f} um, beyond the {SPOT_SPACING_UM:.0f} um Visium "
             "neighbours: too many spots were filtered out for squidpy's grid graph",
             stacklevel=3,
         )

@@ -24,12 +24,13 @@ import scipy.sparse as sp
 from PIL import Image
 from scipy.spatial import cKDTree
 
+from .io import SPOT_DIAMETER_UM, SPOT_SPACING_UM
+from .pp import is_raw_counts
+
 __all__ = ["simulate_section", "write_spaceranger", "VISIUM_ROWS", "VISIUM_COLS"]
 
 VISIUM_ROWS = 78
 VISIUM_COLS = 128
-SPOT_DIAMETER_UM = 55.0
-SPOT_SPACING_UM = 100.0
 ROW_STEP_UM = SPOT_SPACING_UM * np.sqrt(3) / 2
 COL_STEP_UM = SPOT_SPACING_UM / 2
 
@@ -346,7 +347,7 @@ def _integer_csr(adata: ad.AnnData) -> sp.csr_matrix:
     x.sum_duplicates()
     x.eliminate_zeros()
     x.sort_indices()
-    if x.nnz and (np.any(x.data < 0) or np.any(x.data != np.round(x.data))):
+    if not is_raw_counts(x):
         raise ValueError("adata.X must hold non-negative integer counts to be written as a 10x matrix")
     return x
 
