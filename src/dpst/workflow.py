@@ -31,20 +31,23 @@ class DownloadError(RuntimeError):
 
 
 @contextlib.contextmanager
-def logged_to(path: str | os.PathLike):
-    """Send stdout and stderr (progress bars included) into the job's log file."""
+def logged_to(path: str | os.PathLike, expected: tuple[type[Exception], ...] = (), context: str = ""):
+    """Send stdout and stderr (progress bars included) into the job's log file.
+
+    An ``expected`` error (bad input, failed download) ends the job with its
+    message, prefixed by ``context``, in the log and on the console: no traceback.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    message = None
     with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        yield log
-
-
-def fail(message: str, log_path: str | os.PathLike | None = None) -> None:
-    """End a job with a one-paragraph message (no traceback), in the log and on the console."""
-    if log_path is not None:
-        with open(log_path, "a") as log:
-            print(f"ERROR: {message}", file=log)
-    print(f"ERROR: {message}", file=sys.__stderr__)
-    sys.exit(1)
+        try:
+            yield log
+        except expected as err:
+            message = f"ERROR: {context}{err}"
+            print(message, file=log)
+    if message is not None:
+        print(message, file=sys.__stderr__)
+        sys.exit(1)
 
 
 def download(url: str, dest: str | os.PathLike, size: int, md5: str, timeout: float = 60) -> None:

@@ -1,12 +1,6 @@
 """Unpack spatial/ (positions, scale factors, images) from a 10x spatial tarball."""
 
-from dpst.workflow import DownloadError, extract_spatial, fail, logged_to
+from dpst.workflow import DownloadError, extract_spatial, logged_to
 
-with logged_to(snakemake.log[0]):
-    try:
-        extract_spatial(snakemake.input[0], snakemake.output[0])
-        error = None
-    except DownloadError as err:
-        error = str(err)
-if error:
-    fail(error, snakemake.log[0])
+with logged_to(snakemake.log[0], expected=(DownloadError,)):
+    extract_spatial(snakemake.input[0], snakemake.output[0])
