@@ -116,7 +116,8 @@ class _PairSampler:
         self.graph = graph
         self.complete = graph.is_complete
         self.denominator = graph.denominator(normalization)
-        self.edges = torch.as_tensor(graph.edges, device=device)
+        # the complete graph goes through pdist: its N(N-1)/2 indices stay off the device
+        self.edges = None if self.complete else torch.as_tensor(graph.edges, device=device)
         self.ds = torch.as_tensor(graph.distances, dtype=torch.float32, device=device)
         self.weights = torch.as_tensor(graph.weights, dtype=torch.float32, device=device)
         self.adjacency = None if self.complete else graph.adjacency()
@@ -124,9 +125,7 @@ class _PairSampler:
 
     def full(self):
         """(edges or None for all pairs, ds, weights) over the whole graph."""
-        if self.complete:
-            return None, self.ds, None
-        return self.edges, self.ds, self.weights
+        return self.edges, self.ds, None if self.complete else self.weights
 
     def batch(self, seeds: np.ndarray):
         """Spots to encode and the weighted pairs touching the seeds.
