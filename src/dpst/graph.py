@@ -164,5 +164,5 @@ def _knn_pairs(coords: np.ndarray, k: int) -> np.ndarray:
 def _radius_pairs(coords: np.ndarray, radius: float) -> np.ndarray:
     if radius <= 0:
         raise ValueError(f"radius must be positive, got {radius}")
-    pairs = cKDTree(coords).query_pairs(radius, output_type="ndarray")
-    return np.unique(np.sort(pairs, axis=1), axis=0).reshape(-1, 2)
+    pairs = cKDTree(coords).query_pairs(radius, output_type="ndarray")  # each pair once, i < j
+    return np.unique(pairs, axis=0).reshape(-1, 2)  # sorted: a deterministic order

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 from scipy.spatial import cKDTree
 
 from .graph import SpatialGraph
+from .module import pair_distances
 from .pp import grid_neighbors
 
 
@@ -44,8 +46,9 @@ def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float
 
 
 def latent_pair_distances(latent: np.ndarray, graph: SpatialGraph) -> np.ndarray:
-    latent = np.asarray(latent, dtype=np.float64)
-    return np.linalg.norm(latent[graph.edges[:, 0]] - latent[graph.edges[:, 1]], axis=1)
+    """Latent distances of G's pairs, in float64 (the penalty's own pair_distances)."""
+    latent = torch.as_tensor(np.asarray(latent, dtype=np.float64))
+    return pair_distances(latent, torch.as_tensor(graph.edges)).numpy()
 
 
 def optimal_lam(dz: np.ndarray, ds: np.ndarray, weights: np.ndarray) -> float:
