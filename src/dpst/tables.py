@@ -118,7 +118,7 @@ def table1(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None =
                          var_name="metric", value_name="value")
     stats = (tidy.groupby(["group", "model", "metric", "section"], sort=False)
              .agg(alpha=("alpha", "first"), mean=("value", "mean"),
-                  sd=("value", lambda v: v.std(ddof=1)), n_seeds=("value", "count"))
+                  sd=("value", "std"), n_seeds=("value", "count"))
              .reset_index())
     order = {"group": list(GROUPS), "model": model_order(selected), "metric": list(METRICS), "section": sections}
     for column, levels in order.items():
