@@ -8,7 +8,14 @@ import pytest
 import scanpy as sc
 
 from dpst import sim
-from dpst.io import SpaceRangerFormatError, read_spaceranger, spatial_um, um_per_pixel
+from dpst.io import (
+    SpaceRangerFormatError,
+    grid_neighbor_pairs,
+    pixel_calibration,
+    read_spaceranger,
+    spatial_um,
+    um_per_pixel,
+)
 from dpst.sim import write_spaceranger
 
 H5 = "filtered_feature_bc_matrix.h5"
@@ -227,7 +234,7 @@ def test_missing_scalefactors(spaceranger_dir):
 def test_scalefactors_without_spot_diameter(spaceranger_dir):
     path = spaceranger_dir / "spatial" / "scalefactors_json.json"
     path.write_text(json.dumps({"tissue_lowres_scalef": 0.05}))
-    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json.*spot_diameter_fullres"):
+    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json: spot_diameter_fullres must be a positive finite number of pixels, got None"):
         read_spaceranger(spaceranger_dir)
 
 
@@ -241,7 +248,6 @@ def test_no_common_barcodes(spaceranger_dir):
 # units
 # --------------------------------------------------------------------------- #
 def test_um_per_pixel_errors(sim_adata):
-    assert spatial_um(sim_adata) == pytest.approx(sim_adata.obsm["spatial"] * 55 / 89.0)
     with pytest.raises(ValueError, match="sim_seed7"):
         um_per_pixel(sim_adata, library_id="other")
     sim_adata.uns["spatial"]["second"] = sim_adata.uns["spatial"]["sim_seed7"]
@@ -250,3 +256,85 @@ def test_um_per_pixel_errors(sim_adata):
     del sim_adata.uns["spatial"]
     with pytest.raises(ValueError, match=r"\[\]"):
         um_per_pixel(sim_adata)
+
+
+def test_calibration_comes_from_the_grid(sim_adata):
+    calibration = pixel_calibration(sim_adata)
+    assert calibration.method == "grid" and calibration.n_grid_pairs > 500
+    assert calibration.um_per_pixel == pytest.approx(55 / 89.0, rel=1e-12)
+    # The simulator writes spot_diameter_fullres as Space Ranger does: a 65 um spot.
+    assert calibration.spot_diameter_estimate == pytest.approx(calibration.um_per_pixel, rel=1e-12)
+    assert spatial_um(sim_adata) == pytest.approx(sim_adata.obsm["spatial"] * 55 / 89.0)
+
+
+def test_grid_neighbor_pairs_on_a_hexagon():
+    # a centre spot (2, 2) and its six neighbours
+    rows = np.array([2, 2, 2, 1, 1, 3, 3])
+    cols = np.array([2, 0, 4, 1, 3, 1, 3])
+    pairs = grid_neighbor_pairs(rows, cols)
+    touching_centre = {tuple(sorted(p)) for p in pairs.tolist() if 0 in p}
+    assert touching_centre == {(0, k) for k in range(1, 7)}
+    assert len({tuple(sorted(p)) for p in pairs.tolist()}) == len(pairs) == 12  # 6 spokes + 6 rim
+
+
+def test_calibration_falls_back_to_the_scale_factor_saying_why(sim_adata):
+    del sim_adata.obs["array_row"]
+    with pytest.warns(UserWarning, match=r"no array_row/array_col; micrometres per pixel taken from 65 / spot_diameter_fullres"):
+        calibration = pixel_calibration(sim_adata)
+    assert calibration.method == "spot_diameter"
+    assert calibration.um_per_pixel == pytest.approx(55 / 89.0, rel=1e-12)
+
+
+def test_calibration_warns_when_the_scale_factor_disagrees(sim_adata):
+    # an older Space Ranger's value: the 55 um convention on a 65 um field
+    scalefactors = sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]
+    scalefactors["spot_diameter_fullres"] = 89.0
+    with pytest.warns(UserWarning, match=r"spot grid gives 0\.618 um per pixel, 65 / spot_diameter_fullres gives 0\.7303 \(\+18%\); using the grid"):
+        assert um_per_pixel(sim_adata) == pytest.approx(55 / 89.0)
+
+
+def test_calibration_impossible(sim_adata):
+    del sim_adata.obs["array_col"]
+    del sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"]
+    with pytest.raises(ValueError, match="cannot calibrate pixels to micrometres: adata.obs has no array_row/array_col"):
+        um_per_pixel(sim_adata)
+
+
+# --------------------------------------------------------------------------- #
+# degenerate geometry
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("value", ["inf", "-Infinity"])
+def test_positions_non_finite_pixels(spaceranger_dir, value):
+    _edit_positions(spaceranger_dir, lambda i, row: row[:5] + [value] if i == 3 else row)
+    with pytest.raises(SpaceRangerFormatError, match=rf"tissue_positions_list\.csv: non-finite pxl_col_in_fullres '{value}' on line 4"):
+        read_spaceranger(spaceranger_dir)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "true", "0", "-5", '"90"'])
+def test_scalefactor_not_a_positive_finite_number(spaceranger_dir, value):
+    path = spaceranger_dir / "spatial" / "scalefactors_json.json"
+    path.write_text(path.read_text().replace(str(json.loads(path.read_text())["spot_diameter_fullres"]), value))
+    with pytest.raises(SpaceRangerFormatError, match=r"scalefactors_json\.json: spot_diameter_fullres must be a positive finite number of pixels"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_all_spots_at_one_position(spaceranger_dir):
+    _edit_positions(spaceranger_dir, lambda i, row: row[:4] + ["1000", "2000"])
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv: all 250 in-tissue spots sit at the same pixel position \(2000, 1000\)"):
+        read_spaceranger(spaceranger_dir)
+
+
+def test_duplicated_positions_warn_with_counts(spaceranger_dir):
+    on_tissue = [i for i, row in enumerate(_positions(spaceranger_dir)) if row[1] == "1"]
+    first = _positions(spaceranger_dir)[on_tissue[0]]
+    copy_to = set(on_tissue[1:4])
+    _edit_positions(spaceranger_dir, lambda i, row: row[:2] + first[2:] if i in copy_to else row)
+    with pytest.warns(UserWarning) as caught:
+        read_spaceranger(spaceranger_dir)
+    messages = [str(w.message) for w in caught]
+    assert any("3 of 250 in-tissue spots repeat the pixel position of another spot" in m for m in messages)
+    assert any("3 of 250 in-tissue spots repeat the array_row/array_col of another spot" in m for m in messages)
+
+
+def _positions(folder):
+    return [line.split(",") for line in (folder / "spatial" / "tissue_positions_list.csv").read_text().splitlines()]

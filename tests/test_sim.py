@@ -15,6 +15,9 @@ def test_grid_is_hexagonal(sim_adata):
     assert rows.min() >= 0 and rows.max() < 78 and cols.min() >= 0 and cols.max() < 128
 
     assert um_per_pixel(sim_adata) == pytest.approx(55 / 89.0)
+    # Space Ranger's convention: spot_diameter_fullres is the pixel width of a 65 um spot
+    diameter = sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"]
+    assert diameter * um_per_pixel(sim_adata) == pytest.approx(65.0)
     xy = spatial_um(sim_adata)
     dist, _ = cKDTree(xy).query(xy, k=7)
     nearest = dist[:, 1]

@@ -1,14 +1,21 @@
 """Read 10x Space Ranger output and convert spatial units.
 
-:func:`um_per_pixel` is the one place where pixels become micrometres: Visium
-spots are 55 um wide, so ``um_per_pixel = 55 / spot_diameter_fullres``.
+:func:`um_per_pixel` is the one place where pixels become micrometres. Visium
+spot centres are 100 um apart on the hexagonal grid, so the scale is read off
+the grid itself: ``100 / median pixel distance between grid neighbours``
+(neighbours from ``array_row``/``array_col``). ``spot_diameter_fullres`` is
+only a fallback and a cross-check: 10x defines it as the pixel width of a
+theoretical 65 um spot (not the 55 um capture area), and older Space Ranger
+versions wrote other values.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -17,10 +24,24 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["SpaceRangerFormatError", "read_spaceranger", "um_per_pixel", "spatial_um"]
+__all__ = [
+    "PixelCalibration",
+    "SpaceRangerFormatError",
+    "grid_neighbor_pairs",
+    "pixel_calibration",
+    "read_spaceranger",
+    "spatial_um",
+    "um_per_pixel",
+]
 
-SPOT_DIAMETER_UM = 55.0
+SPOT_DIAMETER_UM = 55.0  # the capture area of a spot
 SPOT_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
+# 10x's `spot_diameter_fullres` is the pixel width of a theoretical 65 um spot.
+SCALEFACTOR_SPOT_DIAMETER_UM = 65.0
+# (d array_row, d array_col) of the hexagon neighbours; the other three are their negatives.
+GRID_NEIGHBOR_OFFSETS = ((0, 2), (1, 1), (1, -1))
+MIN_GRID_PAIRS = 3
+CALIBRATION_TOLERANCE = 0.05
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # v2 (header), v1 (none)
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
@@ -106,6 +127,11 @@ def _read_positions(path: Path) -> pd.DataFrame:
             raise SpaceRangerFormatError(f"{path}: non-numeric {col} {raw[col].iloc[bad[0]]!r} on line {line}")
         # Python's float parser is exact; pandas' fast one can be off by one ulp.
         frame[col] = text.to_numpy().astype(float)
+    for col in POSITION_COLUMNS[1:]:
+        infinite = np.flatnonzero(~np.isfinite(frame[col].to_numpy()))
+        if infinite.size:
+            line = raw.index[infinite[0]] + 1
+            raise SpaceRangerFormatError(f"{path}: non-finite {col} {raw[col].iloc[infinite[0]]!r} on line {line}")
     for col in POSITION_COLUMNS[1:4]:
         if np.any(frame[col] != np.round(frame[col])):
             raise SpaceRangerFormatError(f"{path}: {col} must hold integers")
@@ -123,9 +149,37 @@ def _read_scalefactors(path: Path) -> dict:
     except (OSError, ValueError) as err:
         raise SpaceRangerFormatError(f"{path}: not valid JSON ({err})") from err
     value = scalefactors.get("spot_diameter_fullres") if isinstance(scalefactors, dict) else None
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise SpaceRangerFormatError(f"{path}: lacks a positive spot_diameter_fullres")
+    # bool is an int in Python: JSON `true` must not read as a 1-pixel spot.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise SpaceRangerFormatError(
+            f"{path}: spot_diameter_fullres must be a positive finite number of pixels, got {value!r}"
+        )
     return scalefactors
+
+
+def _check_tissue_positions(positions: pd.DataFrame, path: Path) -> None:
+    """Refuse in-tissue spots that all sit at one point; warn on shared positions."""
+    pixels = positions[["pxl_col_in_fullres", "pxl_row_in_fullres"]]
+    distinct = len(pixels.drop_duplicates())
+    if len(pixels) > 1 and distinct == 1:
+        x, y = pixels.iloc[0]
+        raise SpaceRangerFormatError(
+            f"{path}: all {len(pixels)} in-tissue spots sit at the same pixel position ({x:g}, {y:g})"
+        )
+    shared = len(pixels) - distinct
+    if shared:
+        warnings.warn(
+            f"{path}: {shared} of {len(pixels)} in-tissue spots repeat the pixel position of another spot; "
+            "their distances are zero",
+            stacklevel=3,
+        )
+    grid_shared = int(positions.duplicated(["array_row", "array_col"]).sum())
+    if grid_shared:
+        warnings.warn(
+            f"{path}: {grid_shared} of {len(positions)} in-tissue spots repeat the array_row/array_col of "
+            "another spot",
+            stacklevel=3,
+        )
 
 
 def _read_images(spatial: Path) -> dict:
@@ -213,6 +267,7 @@ def read_spaceranger(
     adata = adata[keep].copy()
 
     pos = positions.loc[adata.obs_names]
+    _check_tissue_positions(pos, positions_file)
     adata.obs = pd.DataFrame(
         {c: pos[c].to_numpy() for c in ("in_tissue", "array_row", "array_col")}, index=adata.obs_names
     )
@@ -225,11 +280,39 @@ def read_spaceranger(
     return adata
 
 
-def um_per_pixel(adata: ad.AnnData, library_id: str | None = None) -> float:
-    """Micrometres per full-resolution pixel: ``55 / spot_diameter_fullres``.
+@dataclass(frozen=True)
+class PixelCalibration:
+    """How full-resolution pixels map to micrometres for one library."""
 
-    ``library_id`` may be omitted when ``uns["spatial"]`` holds one library.
-    """
+    um_per_pixel: float
+    method: str  # "grid" or "spot_diameter"
+    n_grid_pairs: int  # grid-neighbour pairs the grid estimate used (0 for the fallback)
+    spot_diameter_estimate: float | None  # 65 / spot_diameter_fullres, when the scale factor exists
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def grid_neighbor_pairs(array_row, array_col) -> np.ndarray:
+    """Index pairs ``(i, j)`` of spots that are hexagon neighbours on the Visium array, once each."""
+    row = np.asarray(array_row, dtype=np.int64)
+    col = np.asarray(array_col, dtype=np.int64)
+    if row.size == 0:
+        return np.empty((0, 2), dtype=np.int64)
+    width = int(col.max() - col.min()) + 5  # room for the +-2 column offsets
+    key = (row - row.min() + 2) * width + (col - col.min() + 2)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    pairs = []
+    for d_row, d_col in GRID_NEIGHBOR_OFFSETS:
+        target = key + d_row * width + d_col
+        pos = np.clip(np.searchsorted(sorted_key, target), 0, len(key) - 1)
+        hit = sorted_key[pos] == target
+        pairs.append(np.column_stack([np.flatnonzero(hit), order[pos[hit]]]))
+    return np.concatenate(pairs)
+
+
+def _library(adata: ad.AnnData, library_id: str | None) -> tuple[str, dict]:
     libs = adata.uns.get("spatial", {})
     if library_id is None:
         if len(libs) != 1:
@@ -239,10 +322,77 @@ def um_per_pixel(adata: ad.AnnData, library_id: str | None = None) -> float:
         library_id = next(iter(libs))
     if library_id not in libs:
         raise ValueError(f"library {library_id!r} not in adata.uns['spatial'] (present: {list(libs)})")
-    diameter = libs[library_id].get("scalefactors", {}).get("spot_diameter_fullres")
-    if diameter is None or not diameter > 0:
-        raise ValueError(f"adata.uns['spatial'][{library_id!r}]['scalefactors'] lacks spot_diameter_fullres")
-    return SPOT_DIAMETER_UM / float(diameter)
+    return library_id, libs[library_id]
+
+
+def _spot_diameter_estimate(scalefactors: dict) -> float | None:
+    diameter = scalefactors.get("spot_diameter_fullres")
+    if isinstance(diameter, bool) or not isinstance(diameter, (int, float, np.number)):
+        return None
+    if not (diameter > 0 and math.isfinite(diameter)):
+        return None
+    return SCALEFACTOR_SPOT_DIAMETER_UM / float(diameter)
+
+
+def _grid_estimate(adata: ad.AnnData, spatial_key: str) -> tuple[float | None, int, str]:
+    """(um per pixel from the grid or None, pairs used, why the grid could not be used)."""
+    if not {"array_row", "array_col"} <= set(adata.obs.columns):
+        return None, 0, "adata.obs has no array_row/array_col"
+    pixels = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
+    pairs = grid_neighbor_pairs(adata.obs["array_row"], adata.obs["array_col"])
+    if len(pairs) < MIN_GRID_PAIRS:
+        return None, len(pairs), f"only {len(pairs)} pairs of neighbouring spots on the array grid"
+    distances = np.linalg.norm(pixels[pairs[:, 0]] - pixels[pairs[:, 1]], axis=1)
+    median = float(np.median(distances))
+    if not (median > 0 and math.isfinite(median)):
+        return None, len(pairs), f"grid neighbours are {median:g} pixels apart"
+    return SPOT_SPACING_UM / median, len(pairs), ""
+
+
+def pixel_calibration(
+    adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial"
+) -> PixelCalibration:
+    """Micrometres per full-resolution pixel, with how they were found.
+
+    The grid estimate, ``100 / median pixel distance between hexagon
+    neighbours`` (from ``obs["array_row"]``/``obs["array_col"]``), is used when
+    at least three neighbour pairs exist. Otherwise ``65 /
+    spot_diameter_fullres`` is used, with a warning saying why. When both exist
+    and differ by more than 5%, a warning gives both.
+    """
+    library_id, entry = _library(adata, library_id)
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)})")
+    from_diameter = _spot_diameter_estimate(entry.get("scalefactors", {}))
+    from_grid, n_pairs, why_not = _grid_estimate(adata, spatial_key)
+    if from_grid is None:
+        if from_diameter is None:
+            raise ValueError(
+                f"library {library_id!r}: cannot calibrate pixels to micrometres: {why_not}, and "
+                "scalefactors lack a positive finite spot_diameter_fullres"
+            )
+        warnings.warn(
+            f"library {library_id!r}: {why_not}; micrometres per pixel taken from "
+            f"{SCALEFACTOR_SPOT_DIAMETER_UM:g} / spot_diameter_fullres = {from_diameter:.4g}",
+            stacklevel=3,
+        )
+        return PixelCalibration(from_diameter, "spot_diameter", 0, from_diameter)
+    if from_diameter is not None and abs(from_diameter / from_grid - 1) > CALIBRATION_TOLERANCE:
+        warnings.warn(
+            f"library {library_id!r}: the spot grid gives {from_grid:.4g} um per pixel, "
+            f"{SCALEFACTOR_SPOT_DIAMETER_UM:g} / spot_diameter_fullres gives {from_diameter:.4g} "
+            f"({100 * (from_diameter / from_grid - 1):+.0f}%); using the grid",
+            stacklevel=3,
+        )
+    return PixelCalibration(from_grid, "grid", n_pairs, from_diameter)
+
+
+def um_per_pixel(adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial") -> float:
+    """Micrometres per full-resolution pixel (see :func:`pixel_calibration`).
+
+    ``library_id`` may be omitted when ``uns["spatial"]`` holds one library.
+    """
+    return pixel_calibration(adata, library_id, spatial_key).um_per_pixel
 
 
 def spatial_um(adata: ad.AnnData, spatial_key: str = "spatial", library_id: str | None = None) -> np.ndarray:
@@ -253,4 +403,4 @@ def spatial_um(adata: ad.AnnData, spatial_key: str = "spatial", library_id: str 
     """
     if spatial_key not in adata.obsm:
         raise KeyError(f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)})")
-    return np.asarray(adata.obsm[spatial_key], dtype=float) * um_per_pixel(adata, library_id)
+    return np.asarray(adata.obsm[spatial_key], dtype=float) * um_per_pixel(adata, library_id, spatial_key)

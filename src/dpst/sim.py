@@ -4,7 +4,8 @@ The simulator exists so that tests and the offline demo exercise the same
 reading code as real 10x downloads (see :mod:`dpst.io`). Geometry follows
 Visium: 78 x 128 array positions with ``(array_row + array_col)`` even, spot
 centres 100 um apart (two columns apart in a row; rows ``100 * sqrt(3) / 2`` um
-apart), spot diameter 55 um.
+apart), spot diameter 55 um. Scale factors follow Space Ranger's convention:
+``spot_diameter_fullres`` is the pixel width of a theoretical 65 um spot.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from .io import SPOT_DIAMETER_UM, SPOT_SPACING_UM
+from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM
 from .pp import is_raw_counts
 
 __all__ = ["simulate_section", "write_spaceranger", "VISIUM_ROWS", "VISIUM_COLS"]
@@ -36,7 +37,8 @@ COL_STEP_UM = SPOT_SPACING_UM / 2
 
 # Fixed full-resolution layout (pixels), roughly like a Visium capture area
 # scanned at ~0.62 um/px. Image sizes are kept small so tests stay fast.
-SPOT_DIAMETER_FULLRES = 89.0
+FULLRES_UM_PER_PIXEL = 55.0 / 89.0
+SPOT_DIAMETER_FULLRES = SCALEFACTOR_SPOT_DIAMETER_UM / FULLRES_UM_PER_PIXEL  # as Space Ranger writes it
 FULLRES_SIZE = 12000
 FULLRES_OFFSET = (860.0, 600.0)  # (x, y) of array position (0, 0)
 HIRES_SCALEF = 1000 / FULLRES_SIZE
@@ -63,8 +65,7 @@ def grid_to_um(array_row: np.ndarray, array_col: np.ndarray) -> np.ndarray:
 
 
 def _um_to_fullres(xy_um: np.ndarray) -> np.ndarray:
-    um_per_px = SPOT_DIAMETER_UM / SPOT_DIAMETER_FULLRES
-    return np.asarray(FULLRES_OFFSET) + xy_um / um_per_px
+    return np.asarray(FULLRES_OFFSET) + xy_um / FULLRES_UM_PER_PIXEL
 
 
 def _tissue_mask(xy_um: np.ndarray, n_spots: int, rng: np.random.Generator) -> np.ndarray:
@@ -168,7 +169,7 @@ def _render_tissue(xy_px: np.ndarray, domain: np.ndarray | None, scalef: float, 
     gx, gy = np.meshgrid(centres, centres)
     # 60 um covers the hexagonal cell of each spot, so the tissue looks continuous;
     # the bound also lets the tree skip background pixels quickly.
-    radius = 60.0 / SPOT_DIAMETER_UM * spot_diameter_px
+    radius = 60.0 / SCALEFACTOR_SPOT_DIAMETER_UM * spot_diameter_px
     dist, idx = cKDTree(xy_px).query(np.column_stack([gx.ravel(), gy.ravel()]), distance_upper_bound=radius)
     inside = np.isfinite(dist)
     img = np.tile(_BACKGROUND_RGB, (size * size, 1))
