@@ -1,5 +1,9 @@
 """Preprocessing: counts kept, log-normalization, HVGs, micrometres, the hex graph."""
 
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -53,8 +57,72 @@ def test_hvgs_favour_spatial_genes(processed, sim_adata):
 
 
 def test_n_top_genes_clipped(sim_adata):
-    out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=5000, copy=True)
+    with pytest.warns(UserWarning, match="n_top_genes=5000 but only 120 genes pass filtering .min_cells=0.; keeping all 120"):
+        out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=5000, copy=True)
     assert out.n_vars == sim_adata.n_vars
+    assert out.uns["dpst_preprocess"]["n_top_genes_clipped"] is True
+    assert out.uns["dpst_preprocess"]["n_hvg"] == 120
+
+
+def test_calibration_recorded(processed):
+    calibration = processed.uns["dpst_preprocess"]["calibration"]
+    assert calibration["method"] == "grid" and calibration["um_per_pixel"] == pytest.approx(55 / 89)
+
+
+# Inputs that crashed scikit-misc's loess (seurat_v3) with a segfault, taking the
+# job log with it. Run in a child process, so a regression fails one test only.
+DEGENERATE_COUNTS = {
+    "single spot": ("a = a[:1].copy()", "highly variable genes need at least 2 spots, 1 left after filtering"),
+    "all zero": ("a.X = sp.csr_matrix(a.shape, dtype=np.float32)", "all counts are zero (100 spots x 60 genes)"),
+    "constant": (
+        "a.X = sp.csr_matrix(np.full(a.shape, 3, dtype=np.float32))",
+        "needs at least 20 genes whose counts vary across spots, with as many distinct means; "
+        "found 0 varying genes with 0 distinct means in 100 spots x 60 genes",
+    ),
+    "identical genes": (
+        "a.X = sp.csr_matrix(np.repeat(a.X[:, :1].toarray(), a.n_vars, axis=1))",
+        "found 60 varying genes with 1 distinct means",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE_COUNTS))
+def test_degenerate_counts_fail_cleanly_instead_of_crashing(case):
+    edit, message = DEGENERATE_COUNTS[case]
+    code = (
+        "import numpy as np, scipy.sparse as sp, dpst\n"
+        "a = dpst.sim.simulate_section(n_spots=100, n_genes=60, seed=1)\n"
+        f"{edit}\n"
+        "try:\n"
+        "    dpst.pp.preprocess(a, min_counts=0, min_cells=0, n_top_genes=30)\n"
+        "except ValueError as err:\n"
+        "    print('ValueError:', err)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"crashed with exit {result.returncode}: {result.stderr[-2000:]}"
+    assert message in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"n_top_genes": 0}, "n_top_genes must be a positive integer, got 0"),
+        ({"n_top_genes": -5}, "n_top_genes must be a positive integer, got -5"),
+        ({"n_top_genes": 2.5}, "n_top_genes must be a positive integer, got 2.5"),
+        ({"min_counts": -1}, "min_counts must be an integer >= 0, got -1"),
+        ({"min_cells": "10"}, "min_cells must be an integer >= 0, got '10'"),
+        ({"hvg_flavor": "seurat3"}, "hvg_flavor must be one of seurat_v3, seurat, cell_ranger, got 'seurat3'"),
+        ({"target_sum": float("nan")}, "target_sum must be a positive finite number, got nan"),
+    ],
+)
+def test_settings_that_make_no_sense(sim_adata, setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        preprocess(sim_adata, **setting)
+
+
+def test_no_genes(sim_adata):
+    with pytest.raises(ValueError, match=re.escape("no data to preprocess (250 spots, 0 genes)")):
+        preprocess(sim_adata[:, []].copy())
 
 
 def test_no_subset(sim_adata):

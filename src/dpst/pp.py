@@ -8,12 +8,13 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .io import SPOT_SPACING_UM, spatial_um
+from .io import SPOT_SPACING_UM, pixel_calibration
 
 __all__ = ["grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
 
 MT_PREFIXES = ("mt-", "MT-")
 MIN_GENES_SEURAT_V3 = 20
+HVG_FLAVORS = ("seurat_v3", "seurat", "cell_ranger")
 
 
 def stored_values(x) -> np.ndarray:
@@ -32,9 +33,26 @@ def _check_counts(adata: ad.AnnData) -> None:
         raise ValueError("preprocess expects raw counts in adata.X (non-negative integers)")
 
 
+def _check_settings(min_counts, min_genes, min_cells, n_top_genes, hvg_flavor, target_sum) -> None:
+    """One clear line for a setting that makes no sense (before any work is done)."""
+    for name, value in (("min_counts", min_counts), ("min_cells", min_cells), ("min_genes", min_genes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, (int, np.integer)) or n_top_genes < 1:
+        raise ValueError(f"n_top_genes must be a positive integer, got {n_top_genes!r}")
+    if hvg_flavor not in HVG_FLAVORS:
+        raise ValueError(f"hvg_flavor must be one of {', '.join(HVG_FLAVORS)}, got {hvg_flavor!r}")
+    if not (isinstance(target_sum, (int, float)) and np.isfinite(target_sum) and target_sum > 0):
+        raise ValueError(f"target_sum must be a positive finite number, got {target_sum!r}")
+
+
 def _filter(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> None:
     import scanpy as sc
 
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"no data to preprocess ({adata.n_obs} spots, {adata.n_vars} genes)")
+    if not stored_values(adata.X).any():
+        raise ValueError(f"all counts are zero ({adata.n_obs} spots x {adata.n_vars} genes)")
     sc.pp.filter_cells(adata, min_counts=min_counts)
     if min_genes is not None:
         sc.pp.filter_cells(adata, min_genes=min_genes)
@@ -51,18 +69,37 @@ def _highly_variable(adata: ad.AnnData, n_top_genes: int, flavor: str, subset: b
 
     # seurat_v3 models raw counts; the other flavours expect log data in X.
     layer = "counts" if flavor == "seurat_v3" else None
-    if flavor == "seurat_v3" and adata.n_vars < MIN_GENES_SEURAT_V3:
-        # skmisc's loess fails below ~20 genes, and with 2-3 genes it segfaults.
-        raise ValueError(
-            f"highly_variable_genes(flavor='seurat_v3') needs at least {MIN_GENES_SEURAT_V3} genes, "
-            f"{adata.n_vars} left after filtering; use another hvg_flavor or keep more genes"
-        )
+    if adata.n_obs < 2:
+        raise ValueError(f"highly variable genes need at least 2 spots, {adata.n_obs} left after filtering")
+    if flavor == "seurat_v3":
+        _check_loess_input(adata.layers["counts"])
     try:
         sc.pp.highly_variable_genes(adata, flavor=flavor, n_top_genes=n_top_genes, layer=layer, subset=subset)
     except Exception as err:  # skmisc's loess fails on degenerate data with various errors
         raise ValueError(
             f"highly_variable_genes(flavor={flavor!r}) failed on {adata.n_obs} spots x {adata.n_vars} genes: {err}"
         ) from err
+
+
+def _check_loess_input(counts) -> None:
+    """Refuse what crashes scikit-misc's loess inside seurat_v3 (a segfault takes the log with it).
+
+    The loess fits log variance against log mean over the genes that vary; with
+    fewer than ~20 such genes, or as few distinct means, it fails or segfaults
+    (seen: a single spot, all-zero counts, constant counts, identical genes).
+    """
+    x = sp.csc_matrix(counts, dtype=np.float64)
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+    varying = mean_sq - mean**2 > 1e-9 * mean_sq
+    n_varying = int(varying.sum())
+    n_means = len(np.unique(np.round(np.log10(mean[varying]), 9)))
+    if min(n_varying, n_means) < MIN_GENES_SEURAT_V3:
+        raise ValueError(
+            f"highly_variable_genes(flavor='seurat_v3') needs at least {MIN_GENES_SEURAT_V3} genes whose counts "
+            f"vary across spots, with as many distinct means; found {n_varying} varying genes with {n_means} "
+            f"distinct means in {x.shape[0]} spots x {x.shape[1]} genes"
+        )
 
 
 def grid_neighbors(adata: ad.AnnData, n_neighs: int = 6) -> None:
@@ -132,6 +169,7 @@ def preprocess(
     """
     import scanpy as sc
 
+    _check_settings(min_counts, min_genes, min_cells, n_top_genes, hvg_flavor, target_sum)
     adata = adata.copy() if copy else adata
     _check_counts(adata)
     n_spots_in, n_genes_in = adata.n_obs, adata.n_vars
@@ -146,9 +184,16 @@ def preprocess(
     sc.pp.log1p(adata)
 
     n_top = min(n_top_genes, adata.n_vars)
+    if n_top < n_top_genes:
+        warnings.warn(
+            f"n_top_genes={n_top_genes} but only {adata.n_vars} genes pass filtering "
+            f"(min_cells={min_cells}); keeping all {adata.n_vars}",
+            stacklevel=2,
+        )
     _highly_variable(adata, n_top, hvg_flavor, subset_hvg)
 
-    adata.obsm["spatial_um"] = spatial_um(adata)
+    calibration = pixel_calibration(adata)
+    adata.obsm["spatial_um"] = np.asarray(adata.obsm["spatial"], dtype=float) * calibration.um_per_pixel
     grid_neighbors(adata, n_neighs)
     _check_grid_graph(adata)
 
@@ -158,6 +203,7 @@ def preprocess(
         "min_cells": min_cells,
         "n_top_genes": n_top_genes,
         "n_hvg": n_top,
+        "n_top_genes_clipped": n_top < n_top_genes,
         "hvg_flavor": hvg_flavor,
         "target_sum": target_sum,
         "n_neighs": n_neighs,
@@ -166,5 +212,6 @@ def preprocess(
         "n_genes_in": n_genes_in,
         "n_spots_out": adata.n_obs,
         "n_genes_out": adata.n_vars,
+        "calibration": calibration.as_dict(),
     }
     return adata
