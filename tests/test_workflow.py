@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import http.server
 import json
-import shutil
-import tarfile
-import threading
 from pathlib import Path
 
-import anndata as ad
 import pandas as pd
 import pytest
 import yaml
@@ -55,110 +48,13 @@ def test_bad_config_value_gives_the_schema_message(workdir):
     assert "max_epochs" in message and "minimum" in message
 
 
-# ------------------------------------------------------------------ download
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def file_server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/served."""
-    root = tmp_path / "served"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def checksum(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "md5": hashlib.md5(path.read_bytes()).hexdigest()}
-
-
-def publish_10x_sample(root: Path, sample_id: str, tmp_path: Path) -> dict:
-    """Serve a simulated section under 10x's file names; return its `files` entry."""
-    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=5),
-                                      tmp_path / f"outs_{sample_id}")
-    folder = root / sample_id
-    folder.mkdir(parents=True)
-    h5 = folder / f"{sample_id}_filtered_feature_bc_matrix.h5"
-    shutil.copy(outs / "filtered_feature_bc_matrix.h5", h5)
-    tarball = folder / f"{sample_id}_spatial.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(outs / "spatial", arcname="spatial")
-    return {"filtered_feature_bc_matrix.h5": checksum(h5), "spatial.tar.gz": checksum(tarball)}
-
-
-def download_config(base_url: str, sections: dict) -> dict:
+def demo_config_with(sections: dict) -> dict:
+    """The demo config with other sections (and no sweep or Figure 4 naming the old ones)."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     demo["sections"] = sections
-    demo["download"] = {"base_url": base_url, "timeout": 10, "retries": 0}
     demo.pop("sensitivity", None)
     demo.pop("figure4", None)
     return demo
-
-
-def test_download_then_preprocess_from_local_server(workdir, file_server, tmp_path):
-    root, url = file_server
-    files = publish_10x_sample(root, "SAMPLE_A", tmp_path)
-    config = download_config(url, {"T1": {"sample_id": "SAMPLE_A", "files": files}})
-    snakemake(workdir, "results/preprocessed/T1.h5ad", "--cores", "1",
-              "--configfile", write_config(workdir, config))
-    h5 = workdir / "resources/10x/SAMPLE_A/SAMPLE_A_filtered_feature_bc_matrix.h5"
-    assert checksum(h5) == files["filtered_feature_bc_matrix.h5"]
-    assert (workdir / "resources/10x/SAMPLE_A/spatial/scalefactors_json.json").exists()
-    preprocessed = ad.read_h5ad(workdir / "results/preprocessed/T1.h5ad")
-    assert "spatial_um" in preprocessed.obsm and "counts" in preprocessed.layers
-
-
-@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
-def test_bad_download_leaves_nothing_and_names_the_url(workdir, file_server, tmp_path, damage):
-    root, url = file_server
-    files = publish_10x_sample(root, "SAMPLE_B", tmp_path)
-    h5 = root / "SAMPLE_B" / "SAMPLE_B_filtered_feature_bc_matrix.h5"
-    data = bytearray(h5.read_bytes())
-    if damage == "truncated":
-        data = data[: len(data) // 2]
-    else:
-        data[len(data) // 2] ^= 0xFF
-    h5.write_bytes(bytes(data))
-    config = download_config(url, {"T1": {"sample_id": "SAMPLE_B", "files": files}})
-    target = "resources/10x/SAMPLE_B/SAMPLE_B_filtered_feature_bc_matrix.h5"
-    result = snakemake(workdir, target, "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
-    assert result.returncode != 0
-    message = result.stdout + result.stderr
-    assert f"{url}/SAMPLE_B/SAMPLE_B_filtered_feature_bc_matrix.h5" in message
-    assert ("truncated" if damage == "truncated" else "corrupt") in message
-    folder = workdir / "resources/10x/SAMPLE_B"
-    assert not (workdir / target).exists()
-    assert not list(folder.glob("*.part")) if folder.exists() else True
-
-
-def test_offline_download_says_what_to_do(workdir):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["download"] = {"base_url": "http://127.0.0.1:9", "timeout": 5, "retries": 0}
-    target = "resources/10x/V1_Mouse_Brain_Sagittal_Anterior/V1_Mouse_Brain_Sagittal_Anterior_spatial.tar.gz"
-    result = snakemake(workdir, target, "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
-    assert result.returncode != 0
-    message = result.stdout + result.stderr
-    assert "local Space Ranger folder" in message and "demo" in message
-    assert "Traceback" not in message
-
-
-def test_local_spaceranger_folder_skips_the_download(workdir, tmp_path):
-    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6),
-                                      tmp_path / "outs", positions="v2", root_attrs=False)
-    config = download_config("http://127.0.0.1:9", {"L1": {"local": str(outs)}})
-    snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
-              "--configfile", write_config(workdir, config))
-    assert not (workdir / "resources/10x").exists()
 
 
 # ---------------------------------------------------------------------- demo
@@ -202,7 +98,7 @@ def test_broken_local_folder_fails_naming_the_file(workdir, tmp_path):
     outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6),
                                       tmp_path / "outs")
     (outs / "spatial" / "scalefactors_json.json").unlink()
-    config = download_config("http://127.0.0.1:9", {"L1": {"local": str(outs)}})
+    config = demo_config_with({"L1": {"local": str(outs)}})
     result = snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
                        "--configfile", write_config(workdir, config), check=False)
     assert result.returncode != 0

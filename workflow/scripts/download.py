@@ -1,13 +1,18 @@
-"""Download one 10x file, verify size and md5, move it into place."""
+"""Download one 10x file from the first mirror that serves it verified (size, md5, sha256)."""
 
-from dpst.workflow import DownloadError, download, logged_to
+from dpst.download import DownloadError, download, mirror_urls
+from dpst.workflow import logged_to
 
+settings = snakemake.config["download"]
+expected = snakemake.params.expected
 with logged_to(snakemake.log[0], expected=(DownloadError,)):
-    download(
-        snakemake.params.url,
+    url = download(
+        mirror_urls(settings["mirrors"], snakemake.wildcards.sample_id, snakemake.wildcards.file),
         snakemake.output[0],
-        size=snakemake.params.expected["bytes"],
-        md5=snakemake.params.expected["md5"],
-        timeout=snakemake.params.timeout,
+        size=expected["bytes"],
+        md5=expected["md5"],
+        sha256=expected.get("sha256"),
+        timeout=settings["timeout"],
+        retries=settings["retries"],
     )
-    print(f"downloaded {snakemake.params.url} -> {snakemake.output[0]}")
+    print(f"downloaded {url} -> {snakemake.output[0]} (size, md5 and sha256 as in the config)")

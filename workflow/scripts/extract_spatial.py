@@ -1,6 +1,7 @@
 """Unpack spatial/ (positions, scale factors, images) from a 10x spatial tarball."""
 
-from dpst.workflow import DownloadError, extract_spatial, logged_to
+from dpst.download import DownloadError, extract_spatial
+from dpst.workflow import logged_to
 
 with logged_to(snakemake.log[0], expected=(DownloadError,)):
     extract_spatial(snakemake.input[0], snakemake.output[0])
