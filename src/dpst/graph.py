@@ -7,12 +7,15 @@ N x N matrix; ``all`` is the complete graph, for small N only.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
+
+from .module import check_int, check_real
 
 GraphKind = Literal["knn", "radius", "gaussian", "all"]
 GRAPH_KINDS = ("knn", "radius", "gaussian", "all")
@@ -51,7 +54,8 @@ class SpatialGraph:
 
     @property
     def is_complete(self) -> bool:
-        return self.kind == "all"
+        """Every pair, in ``torch.pdist`` order (an ``all`` graph that dropped no coincident pair)."""
+        return self.kind == "all" and self.n_edges == self.n_obs * (self.n_obs - 1) // 2
 
     def denominator(self, normalization: Literal["pairs", "n2"]) -> float:
         """Normalizer of the summed per-pair deviations (each unordered pair once).
@@ -120,39 +124,70 @@ def spatial_graph(
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise ValueError(f"coords must have shape (N, 2), got {coords.shape}")
-    if not np.isfinite(coords).all():
-        raise ValueError("coords contain NaN or infinite values")
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"coords of {bad.sum()} of {len(coords)} spots are NaN or infinite "
+            f"(first at row {np.flatnonzero(bad)[0]})"
+        )
     n = len(coords)
     if n < 2:
         raise ValueError(f"need at least 2 spots to build a pair graph, got {n}")
+    if kind not in GRAPH_KINDS:
+        raise ValueError(f"graph kind must be one of {GRAPH_KINDS}, got {kind!r}")
+    if np.ptp(coords, axis=0).max() == 0:
+        raise ValueError(
+            f"all {n} spots are at the same position ({coords[0, 0]:g}, {coords[0, 1]:g}): "
+            "the penalty needs spots at distinct positions"
+        )
     if kind == "knn":
         edges, params = _knn_pairs(coords, n_neighbors), {"n_neighbors": n_neighbors}
     elif kind == "radius":
-        edges, params = _radius_pairs(coords, radius), {"radius": radius}
+        edges, params = _radius_pairs(coords, check_real("radius", radius, above=0)), {"radius": radius}
     elif kind == "gaussian":
+        sigma = check_real("sigma", sigma, above=0)
         edges, params = _radius_pairs(coords, 3.0 * sigma), {"sigma": sigma}
-    elif kind == "all":
+    else:
         if n > MAX_COMPLETE_GRAPH_OBS:
             raise ValueError(
                 f"graph kind 'all' keeps N(N-1)/2 pairs; N={n} is above "
                 f"{MAX_COMPLETE_GRAPH_OBS}. Use 'knn', 'radius' or 'gaussian'."
             )
         edges, params = np.stack(np.triu_indices(n, k=1), axis=1), {}
-    else:
-        raise ValueError(f"graph kind must be one of {GRAPH_KINDS}, got {kind!r}")
     distances = np.linalg.norm(coords[edges[:, 0]] - coords[edges[:, 1]], axis=1)
+    # d_s = 0 cannot be scaled to any d_z (d_z / d_s is infinite): such pairs carry no geometry
+    coincident = distances == 0
+    if coincident.any():
+        warnings.warn(
+            f"spatial_graph: dropped {coincident.sum()} of {len(edges)} pairs whose spots share "
+            "a position (zero spatial distance)", UserWarning, stacklevel=2,
+        )
+        edges, distances = edges[~coincident], distances[~coincident]
+    if len(edges) == 0:
+        raise ValueError(
+            f"the {kind!r} graph with {params} has no pairs for these {n} spots "
+            f"(median nearest-neighbour spacing {_typical_spacing(coords):g}): "
+            + ("raise n_neighbors" if kind == "knn" else "raise radius/sigma or use graph='knn'")
+        )
     if kind == "gaussian":
         weights = np.exp(-(distances**2) / (2.0 * sigma**2))
     else:
         weights = np.ones(len(edges))
-    if len(edges) == 0:
-        raise ValueError(f"the {kind!r} graph with {params} has no edges for these coordinates")
     return SpatialGraph(edges.astype(np.int64), weights, distances, n, kind, params)
 
 
+def _typical_spacing(coords: np.ndarray) -> float:
+    """Median over spots of the distance to the nearest spot at another position."""
+    nearest = cKDTree(coords).query(coords, k=min(len(coords), 8))[0]
+    nearest = np.where(nearest > 0, nearest, np.inf).min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    return float(np.median(nearest)) if len(nearest) else float("nan")
+
+
 def _knn_pairs(coords: np.ndarray, k: int) -> np.ndarray:
+    check_int("n_neighbors", k)
     if not 1 <= k < len(coords):
-        raise ValueError(f"n_neighbors must be in [1, N-1] = [1, {len(coords) - 1}], got {k}")
+        raise ValueError(f"n_neighbors must be in [1, N-1] for N={len(coords)} spots, got {k}")
     _, nbrs = cKDTree(coords).query(coords, k=k + 1)
     rows = np.repeat(np.arange(len(coords)), k)
     cols = nbrs[:, 1:].ravel()  # column 0 is the spot itself
@@ -162,7 +197,5 @@ def _knn_pairs(coords: np.ndarray, k: int) -> np.ndarray:
 
 
 def _radius_pairs(coords: np.ndarray, radius: float) -> np.ndarray:
-    if radius <= 0:
-        raise ValueError(f"radius must be positive, got {radius}")
     pairs = cKDTree(coords).query_pairs(radius, output_type="ndarray")  # each pair once, i < j
     return np.unique(pairs, axis=0).reshape(-1, 2)  # sorted: a deterministic order

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 
 import anndata as ad
@@ -72,8 +74,14 @@ def distortion(
     with and without the penalty are compared at their best scale.
     ``L_eps = q_{1-eps/2}(r) / q_{eps/2}(r)`` with ``r = d_z / d_s``.
     """
-    dz = latent_pair_distances(latent, graph)
     ds, w = graph.distances, graph.weights
+    if not (ds > 0).all():
+        # d_z / d_s is infinite there; spatial_graph drops such pairs, a hand-built graph may not
+        raise ValueError(
+            f"the graph has {(~(ds > 0)).sum()} of {len(ds)} pairs with zero spatial distance; "
+            "build it with dpst.graph.spatial_graph, which drops them"
+        )
+    dz = latent_pair_distances(latent, graph)
     if lam is None:
         lam = optimal_lam(dz, ds, w)
     ratio = dz / ds
@@ -135,21 +143,70 @@ def ellipse_summary(ellipses: pd.DataFrame) -> dict[str, float]:
 
 
 def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) -> tuple[dict, pd.DataFrame]:
-    """All metrics of one trained model: a flat dict and the per-dimension table."""
-    adata = model.adata if adata is None else adata
+    """All metrics of one trained model: a flat dict and the per-dimension table.
+
+    ``adata`` (default: the model's) must hold the model's spots in its order: the
+    coordinates, graph and held-out set are the model's. ``lam_fitted`` is NaN for
+    ``alpha = 0`` (no penalty, no lam). Any other NaN or infinite metric comes with
+    a UserWarning that says why.
+    """
+    if not model.is_trained:
+        raise RuntimeError(
+            f"evaluate_model: the {type(model).__name__} is not trained; call model.train() first"
+        )
+    if adata is None:
+        adata = model.adata
+    elif not adata.obs_names.equals(model.adata.obs_names):
+        raise ValueError(
+            f"evaluate_model: adata's spots are not the model's {model.adata.n_obs} spots in the same "
+            "order; the metrics use the model's coordinates, graph and held-out spots"
+        )
     latent = model.get_latent_representation(adata)
+    if not np.isfinite(latent).all():
+        n_bad = (~np.isfinite(latent).all(axis=1)).sum()
+        raise ValueError(f"evaluate_model: the latent codes of {n_bad} spots are NaN or infinite")
     autocorr = spatial_autocorrelation(latent, model.coords, n_neighs=n_neighs)
     observed = model.get_observed_log_normalized(adata)
     reconstructed = model.get_reconstruction(adata)
     held_out = model.validation_indices
+    has_held_out = held_out is not None and len(held_out) > 0
     metrics = {
-        "moran_I": float(autocorr["moran_I"].mean()),
-        "geary_C": float(autocorr["geary_C"].mean()),
+        "moran_I": float(autocorr["moran_I"].mean(skipna=False)),
+        "geary_C": float(autocorr["geary_C"].mean(skipna=False)),
         "mse_all": reconstruction_mse(observed, reconstructed),
         "mse_heldout": (reconstruction_mse(observed[held_out], reconstructed[held_out])
-                        if held_out is not None and len(held_out) else float("nan")),
+                        if has_held_out else float("nan")),
         "lam_fitted": model.lam if model.penalty_settings.alpha > 0 else float("nan"),
     }
     metrics.update(distortion(latent, model.graph, normalization=model.penalty_settings.normalization))
-    metrics.update(ellipse_summary(local_metric_ellipses(latent, model.coords)))
+    ellipses = local_metric_ellipses(latent, model.coords)
+    metrics.update(ellipse_summary(ellipses))
+    _warn_undefined(metrics, autocorr, has_held_out, ellipses)
     return metrics, autocorr
+
+
+def _warn_undefined(
+    metrics: dict, autocorr: pd.DataFrame, has_held_out: bool, ellipses: pd.DataFrame
+) -> None:
+    """One warning per NaN or infinite metric, with the reason (lam_fitted at alpha = 0 is by design)."""
+    reasons = {}
+    undefined = autocorr.index[autocorr.isna().any(axis=1)]
+    for key in ("moran_I", "geary_C"):
+        reasons[key] = (f"latent dimensions {', '.join(undefined)} are constant over spots"
+                        if len(undefined) else "the spatial autocorrelation is undefined")
+    reasons["mse_heldout"] = ("the model has no held-out spots (validation_fraction=0)"
+                              if not has_held_out else "the held-out reconstruction is not finite")
+    reasons["mse_all"] = "the reconstruction is not finite"
+    for key in [k for k in metrics if k.startswith("L_")]:
+        share = 100 * float(key[2:]) / 2
+        reasons[key] = f"at least {share:g}% of the graph's pairs have zero latent distance"
+    n_measured = int(ellipses["major"].notna().sum())
+    for key in ("median_axis_ratio", "size_cv"):
+        reasons[key] = (f"only {n_measured} spots have the 3 grid neighbours an ellipse needs"
+                        if n_measured < 2 else "the local metric is degenerate (a zero semi-axis)")
+    for key, value in metrics.items():
+        if key == "lam_fitted" and math.isnan(value):
+            continue
+        if not math.isfinite(value):
+            warnings.warn(f"evaluate_model: {key} is {value}: {reasons.get(key, 'undefined')}",
+                          UserWarning, stacklevel=3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 
 from .graph import SpatialGraph, spatial_graph
 from .io import spatial_um
-from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
+from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule, check_int
 from .pp import is_raw_counts, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
@@ -35,6 +36,13 @@ from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device
 # distortion L_0.1 falls from ~5 to ~2 and Moran's I rises, for 2-5% more
 # held-out MSE; at 10 the autocorrelation does not move yet.
 DEFAULT_ALPHA = 100.0
+
+# model.json "format": 2 stores indices as tensors and spot names, loadable with weights_only=True
+SAVE_FORMAT = 2
+
+
+class ModelFileError(ValueError):
+    """A saved model folder holds a file that is unreadable, corrupt or unsafe to load."""
 
 
 def spatial_coordinates(
@@ -97,8 +105,19 @@ class _DPModel:
         self.layer = self.default_layer if layer == "default" else layer
         self.spatial_key, self.coordinate_unit = spatial_key, coordinate_unit
         self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
+        seed = check_int("seed", seed)
+        if adata.n_obs < 2:
+            raise ValueError(f"adata has {adata.n_obs} spot(s); the model needs at least 2")
+        if adata.n_vars == 0:
+            raise ValueError("adata has 0 genes (n_vars == 0); the model needs at least one")
         self._check_input(stored_values(self._input(adata)))
         self.coords = spatial_coordinates(adata, spatial_key, coordinate_unit)
+        bad = ~np.isfinite(self.coords).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"adata.obsm[{spatial_key!r}] has NaN or infinite coordinates for {bad.sum()} of "
+                f"{adata.n_obs} spots (first: {adata.obs_names[bad][0]!r})"
+            )
         self.graph: SpatialGraph = spatial_graph(
             self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
         )
@@ -125,10 +144,19 @@ class _DPModel:
     def _check_input(self, values: np.ndarray) -> None:
         if not np.isfinite(values).all():
             raise ValueError(f"adata: the model input ({self._input_name}) has NaN or infinite values")
+        if not values.any():
+            raise ValueError(f"adata: the model input ({self._input_name}) is all zeros")
 
     @property
     def _input_name(self) -> str:
         return "adata.X" if self.layer is None else f"adata.layers[{self.layer!r}]"
+
+    def _require_trained(self, method: str) -> None:
+        # an untrained encoder returns random codes that look like results
+        if not self.is_trained:
+            raise RuntimeError(
+                f"{type(self).__name__}.{method}: the model is not trained; call train() first"
+            )
 
     def _validate_adata(self, adata: ad.AnnData | None) -> ad.AnnData:
         if adata is None:
@@ -184,7 +212,8 @@ class _DPModel:
     def get_latent_representation(
         self, adata: ad.AnnData | None = None, give_mean: bool = True, batch_size: int = 4096
     ) -> np.ndarray:
-        """Latent codes (posterior means, or samples with ``give_mean=False``)."""
+        """Latent codes (posterior means, or samples with ``give_mean=False``) of a trained model."""
+        self._require_trained("get_latent_representation")
         adata = self._validate_adata(adata)
         key = "qz_mean" if give_mean else "z"
         return self._decode_batches(adata, batch_size, lambda x: self.module.inference(x)[key])
@@ -192,8 +221,9 @@ class _DPModel:
     def get_reconstruction(self, adata: ad.AnnData | None = None, batch_size: int = 4096) -> np.ndarray:
         """Reconstruction in log-normalized space, decoded from the posterior mean.
 
-        VAE: the decoder mean. scVI: ``log1p(1e4 * scale)``.
+        VAE: the decoder mean. scVI: ``log1p(1e4 * scale)``. The model must be trained.
         """
+        self._require_trained("get_reconstruction")
         adata = self._validate_adata(adata)
 
         def reconstruct(x):
@@ -205,7 +235,10 @@ class _DPModel:
     def get_reconstruction_error(
         self, adata: ad.AnnData | None = None, indices=None, batch_size: int = 4096
     ) -> float:
-        """Mean per-spot ``-log p(x | z)`` with z one posterior sample (scvi-tools' definition)."""
+        """Mean per-spot ``-log p(x | z)`` with z one posterior sample (scvi-tools' definition).
+
+        Unlike the other outputs it works untrained (as in scvi-tools): the baseline a fit must beat.
+        """
         adata = self._validate_adata(adata)
         if indices is not None:
             adata = adata[np.asarray(indices)]
@@ -226,6 +259,7 @@ class _DPModel:
 
     def write_results(self, adata: ad.AnnData | None = None, key_added: str | None = None) -> str:
         """Write the latent means to ``obsm[key_added]`` and the fit to ``uns[key_added]``."""
+        self._require_trained("write_results")
         adata = self._validate_adata(adata)
         key = key_added or f"X_{type(self).__name__.lower()}"
         adata.obsm[key] = self.get_latent_representation(adata)
@@ -239,20 +273,29 @@ class _DPModel:
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
-        """Save weights, settings and training history into the folder ``path``."""
+        """Save weights, settings, spot names and training history into the folder ``path``.
+
+        ``model.pt`` holds tensors only (loaded with ``weights_only=True``), ``model.json``
+        the settings and names, ``history.csv`` the per-epoch history.
+        """
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        split = {
+            name: None if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            for name, indices in (("train_indices", self.train_indices),
+                                  ("validation_indices", self.validation_indices))
+        }
         try:
             torch.save(
-                {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(),
-                 "train_indices": self.train_indices, "validation_indices": self.validation_indices},
+                {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(), **split},
                 tmp / "model.pt",
             )
-            meta = {"class": type(self).__name__, "init_params": self.init_params,
-                    "var_names": list(self.adata.var_names), "is_trained": self.is_trained}
+            meta = {"format": SAVE_FORMAT, "class": type(self).__name__, "init_params": self.init_params,
+                    "var_names": list(self.adata.var_names), "obs_names": list(self.adata.obs_names),
+                    "is_trained": self.is_trained}
             (tmp / "model.json").write_text(json.dumps(meta, indent=1))
             if self.history is not None:
                 self.history.to_csv(tmp / "history.csv", index=False)
@@ -264,23 +307,50 @@ class _DPModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> _DPModel:
-        """Load a model saved by :meth:`save` onto ``adata`` (same genes)."""
+        """Load a model saved by :meth:`save` onto ``adata``: the same genes and the same spots.
+
+        Spots may come in another order (the held-out set follows them by name).
+        Raises :class:`ModelFileError` for a corrupt, truncated or unsafe file.
+        """
         path = Path(path)
         if not (path / "model.json").exists() or not (path / "model.pt").exists():
             raise FileNotFoundError(f"{path} is not a saved model (model.json / model.pt missing)")
-        meta = json.loads((path / "model.json").read_text())
+        meta = _read_model_json(path / "model.json")
         if meta["class"] != cls.__name__:
             raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
         if list(adata.var_names) != meta["var_names"]:
             raise ValueError(f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on")
+        spot_order = _stored_spot_positions(adata, meta["obs_names"], path)
+        device = resolve_device(device)
+        state = _read_weights(path / "model.pt", device)
+        for name in ("train_indices", "validation_indices"):
+            indices = state[name]
+            if indices is not None and (
+                not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64
+                or (len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(spot_order))
+            ):
+                raise ModelFileError(
+                    f"{path / 'model.pt'}: {name} are not indices of the {len(spot_order)} saved spots"
+                )
         model = cls(adata, **meta["init_params"])
-        state = torch.load(path / "model.pt", map_location=resolve_device(device), weights_only=False)
-        model.module.load_state_dict(state["module"])
-        model.penalty.load_state_dict(state["penalty"])
-        model.train_indices, model.validation_indices = state["train_indices"], state["validation_indices"]
-        model.module.to(resolve_device(device)).eval()
+        try:
+            model.module.load_state_dict(state["module"])
+            model.penalty.load_state_dict(state["penalty"])
+        except (KeyError, RuntimeError) as error:
+            raise ModelFileError(
+                f"{path / 'model.pt'}: weights do not fit a {cls.__name__} with {meta['init_params']} "
+                f"({str(error).splitlines()[0]})"
+            ) from None
+        model.train_indices, model.validation_indices = (
+            None if state[name] is None else np.sort(spot_order[state[name].cpu().numpy()])
+            for name in ("train_indices", "validation_indices")
+        )
+        model.module.to(device).eval()
         if (path / "history.csv").exists():
-            model.history = pd.read_csv(path / "history.csv")
+            try:
+                model.history = pd.read_csv(path / "history.csv")
+            except (ValueError, pd.errors.ParserError) as error:
+                raise ModelFileError(f"{path / 'history.csv'}: not a readable CSV ({error})") from None
         model.is_trained = meta["is_trained"]
         return model
 
@@ -289,6 +359,69 @@ class _DPModel:
         return (f"{type(self).__name__}(n_obs={self.adata.n_obs}, n_vars={self.adata.n_vars}, "
                 f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
                 f"trained={self.is_trained})")
+
+
+def _read_model_json(file: Path) -> dict:
+    try:
+        meta = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{file}: expected a JSON object, got {type(meta).__name__}")
+    if "format" not in meta and "class" in meta:
+        raise ModelFileError(
+            f"{file}: saved by an older dpst, whose model.pt cannot be loaded safely; "
+            "train and save the model again"
+        )
+    if meta.get("format") != SAVE_FORMAT:
+        raise ModelFileError(f"{file}: unknown save format {meta.get('format')!r} (expected {SAVE_FORMAT})")
+    missing = [key for key in ("class", "init_params", "var_names", "obs_names", "is_trained")
+               if key not in meta]
+    if missing:
+        raise ModelFileError(f"{file}: missing {', '.join(missing)}")
+    return meta
+
+
+def _read_weights(file: Path, device: torch.device) -> dict:
+    # weights_only=True: a model.pt from elsewhere cannot run code while it is read
+    try:
+        state = torch.load(file, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ModelFileError(
+            f"{file}: refused, it holds objects other than tensors ({_unpickling_reason(error)})"
+        ) from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as error:  # torch reports a damaged file in many types, OSError among them
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"{file}: corrupt or truncated ({reason})") from None
+    keys = {"module", "penalty", "train_indices", "validation_indices"}
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise ModelFileError(f"{file}: not a dpst model (expected the entries {sorted(keys)})")
+    return state
+
+
+def _unpickling_reason(error: pickle.UnpicklingError) -> str:
+    """The line of torch's many-paragraph weights_only message that says what was refused."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(boilerplate)]
+    return reasons[0] if reasons else "not a plain tensor file"
+
+
+def _stored_spot_positions(adata: ad.AnnData, stored_names: list[str], path: Path) -> np.ndarray:
+    """Position in ``adata`` of each spot the model was saved with, in saved order."""
+    names = pd.Index(adata.obs_names)
+    if not names.is_unique:
+        raise ValueError("adata.obs_names has duplicates; make them unique (adata.obs_names_make_unique())")
+    positions = names.get_indexer(stored_names)
+    n_missing, n_extra = int((positions < 0).sum()), adata.n_obs - int((positions >= 0).sum())
+    if n_missing or n_extra:
+        raise ValueError(
+            f"adata's spots differ from the {len(stored_names)} the model in {path} was saved with: "
+            f"{n_missing} of those are missing from adata and {n_extra} of adata's are new"
+        )
+    return positions
 
 
 class DPVAE(_DPModel):

@@ -29,11 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .graph import SpatialGraph
-from .module import DistortionPenalty, VAEModule, pair_distances
+from .module import DistortionPenalty, VAEModule, check_int, check_real, pair_distances
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss or the weights became NaN or infinite."""
 
 
 @dataclass
@@ -46,14 +46,12 @@ class PenaltySettings:
     warmup_epochs: int = 0
 
     def __post_init__(self):
-        if not (self.alpha >= 0 and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha}")
+        self.alpha = check_real("alpha", self.alpha, at_least=0)
         if self.normalization not in ("pairs", "n2"):
             raise ValueError(f"normalization must be 'pairs' or 'n2', got {self.normalization!r}")
         if self.latent not in ("sample", "mean"):
             raise ValueError(f"penalty latent must be 'sample' or 'mean', got {self.latent!r}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"penalty warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        self.warmup_epochs = check_int("penalty_warmup_epochs", self.warmup_epochs, minimum=0)
 
 
 @dataclass
@@ -74,23 +72,42 @@ class TrainingSettings:
     progress_bar: bool = True
 
     def __post_init__(self):
-        if self.max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {self.max_epochs}")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        self.max_epochs = check_int("max_epochs", self.max_epochs, minimum=1)
+        self.lr = check_real("lr", self.lr, above=0)
+        self.weight_decay = check_real("weight_decay", self.weight_decay, at_least=0)
+        self.adam_eps = check_real("adam_eps", self.adam_eps, above=0)
+        if self.batch_size is not None:
+            # BatchNorm needs two spots per step
+            self.batch_size = check_int("batch_size (None = full batch)", self.batch_size, minimum=2)
+        self.kl_warmup_epochs = check_int("kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
+        self.validation_fraction = check_real(
+            "validation_fraction", self.validation_fraction, at_least=0, below=1
+        )
         if self.early_stopping and self.validation_fraction == 0:
             raise ValueError("early_stopping needs held-out spots: set validation_fraction > 0")
-        if self.batch_size is not None and self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 or None (full batch), got {self.batch_size}")
+        self.patience = check_int("patience", self.patience, minimum=1)
+        self.seed = check_int("seed", self.seed)
+        resolve_device(self.device)  # a missing GPU fails here, before any work
 
 
 def resolve_device(device: str) -> torch.device:
     """``auto``: CUDA when a GPU is visible, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was requested but no CUDA GPU is visible")
+        raise RuntimeError(
+            f"device {device!r} requested but torch sees no CUDA GPU; use device='auto' or 'cpu'"
+        )
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise RuntimeError(
+            f"device {device!r} requested but torch sees {torch.cuda.device_count()} CUDA GPU(s)"
+        )
     return resolved
 
 
@@ -169,7 +186,18 @@ def train_module(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     train_idx, val_idx = split_spots(x.shape[0], settings.validation_fraction, settings.seed)
-    pairs = _PairSampler(graph.subgraph(train_idx), penalty_settings.normalization, device)
+    if len(train_idx) < 2:  # BatchNorm needs two spots
+        raise ValueError(
+            f"{len(train_idx)} training spot(s) left of {x.shape[0]} after holding out "
+            f"validation_fraction={settings.validation_fraction:g}; training needs at least 2"
+        )
+    train_graph = graph.subgraph(train_idx)
+    if penalty_settings.alpha > 0 and train_graph.n_edges == 0:
+        raise ValueError(
+            f"the {graph.kind!r} graph has no pairs among the {len(train_idx)} training spots "
+            f"(each of its {graph.n_edges} pairs touches a held-out spot): the penalty would be empty"
+        )
+    pairs = _PairSampler(train_graph, penalty_settings.normalization, device)
     coords_train = torch.as_tensor(coords[train_idx], dtype=torch.float32, device=device)
 
     module.to(device)
@@ -204,7 +232,7 @@ def train_module(
             else:
                 step = _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
                                    penalty_on, penalty_settings, device)
-            _check_finite(step, epoch)
+            _check_finite(step, epoch, settings.lr, penalty_settings.alpha)
             optimizer.zero_grad(set_to_none=True)
             step["loss"].backward()
             optimizer.step()
@@ -234,16 +262,29 @@ def train_module(
         module.load_state_dict(best[1][0])
         penalty.load_state_dict(best[1][1])
     module.eval()
+    _check_finite_weights(module, penalty, settings.lr, penalty_settings.alpha)
     return pd.DataFrame(history), train_idx, val_idx
 
 
-def _check_finite(step: dict, epoch: int) -> None:
+def _check_finite(step: dict, epoch: int, lr: float, alpha: float) -> None:
     loss = step["loss"]
     if not torch.isfinite(loss):
         raise TrainingDivergedError(
-            f"the loss became {loss.item()} at epoch {epoch} "
+            f"training diverged: the loss became {loss.item()} at epoch {epoch} "
             f"(reconstruction {step['reconstruction'].item():.4g}, KL {step['kl'].item():.4g}, "
-            f"penalty {step['penalty'].item():.4g}); lower the learning rate or alpha"
+            f"penalty {step['penalty'].item():.4g}); lower the learning rate lr={lr:g}"
+            + (f" or alpha={alpha:g}" if alpha > 0 else "")
+        )
+
+
+def _check_finite_weights(module, penalty, lr: float, alpha: float) -> None:
+    # the last step can leave NaN weights behind a finite loss
+    bad = [name for name, value in [*module.state_dict().items(), *penalty.state_dict().items()]
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise TrainingDivergedError(
+            f"training diverged: {len(bad)} weight tensors ({bad[0]}, ...) became NaN or infinite; "
+            f"lower the learning rate lr={lr:g}" + (f" or alpha={alpha:g}" if alpha > 0 else "")
         )
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ._blocks import Encoder
+from ._checks import check_int, check_real
 
 
 class VAEModule(nn.Module):
@@ -26,6 +27,12 @@ class VAEModule(nn.Module):
         dropout_rate: float = 0.1,
     ):
         super().__init__()
+        n_input = check_int("n_input (number of genes)", n_input, minimum=1)
+        n_latent = check_int("n_latent", n_latent, minimum=1)
+        n_hidden = check_int("n_hidden", n_hidden, minimum=1)
+        n_layers = check_int("n_layers", n_layers, minimum=1)
+        # dropout 1 zeroes every hidden unit: the encoder would see no input
+        dropout_rate = check_real("dropout_rate", dropout_rate, at_least=0, below=1)
         self.n_input = n_input
         self.n_latent = n_latent
         self.encoder = Encoder(n_input, n_latent, n_hidden, n_layers, dropout_rate)

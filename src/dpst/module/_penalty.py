@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._checks import check_real
 
 
 def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
@@ -26,8 +30,8 @@ class DistortionPenalty(nn.Module):
 
     def __init__(self, lam: float | None = None, learn_lam: bool = True):
         super().__init__()
-        if lam is not None and not lam > 0:
-            raise ValueError(f"lam must be positive, got {lam}")
+        if lam is not None:
+            lam = check_real("lam", lam, above=0)
         if lam is None and not learn_lam:
             raise ValueError("a fixed lam (learn_lam=False) needs a value for lam")
         init = torch.log(torch.tensor(lam if lam is not None else 1.0, dtype=torch.float32))
@@ -41,12 +45,17 @@ class DistortionPenalty(nn.Module):
     @torch.no_grad()
     def initialize_lam(self, dz: torch.Tensor, ds: torch.Tensor) -> None:
         """Set lam to the median ratio d_z / d_s, unless it was given or already set."""
-        if bool(self.initialized):
+        if bool(self.initialized) or len(dz) == 0:  # a minibatch without pairs: try the next one
             return
         ratio = dz / ds
         ratio = ratio[torch.isfinite(ratio) & (ratio > 0)]
         if len(ratio):
             self.log_lam.copy_(torch.log(ratio.median()))
+        else:
+            warnings.warn(
+                f"lam starts at {self.lam:g}: none of the {len(dz)} pairs has a positive, finite "
+                "d_z / d_s (the latent codes coincide)", UserWarning, stacklevel=2,
+            )
         self.initialized.fill_(True)
 
     def forward(
