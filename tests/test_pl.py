@@ -1,4 +1,4 @@
-"""Figures 4-6: files written, one common ellipse scale, NaN rows skipped, orientation, clear errors."""
+"""Figures 4-6: files, one ellipse scale, NaN rows skipped, orientation, layout, honest titles, errors."""
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,36 @@ def assert_files(paths, min_png_bytes=10_000):
         assert path.read_bytes()[:4] in (b"\x89PNG", b"%PDF")
 
 
+def drawn(fig: Figure) -> Figure:
+    """Draw ``fig`` once so constrained layout and equal aspect have placed every Axes."""
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def data_axes_of(fig: Figure) -> list:
+    """The Axes holding data: every Axes but colour bars (which have no title)."""
+    return [ax for ax in fig.axes if ax.get_title()]
+
+
+def assert_within_figure(fig: Figure) -> None:
+    """No Axes, title, label or legend is cut off at the figure's edge."""
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    for artist in [*fig.axes, *fig.legends, *fig.texts]:
+        box = artist.get_tightbbox(renderer)
+        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1, f"{artist} cut off left/right"
+        assert box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1, f"{artist} cut off top/bottom"
+
+
+def assert_legend_below_axes(fig: Figure) -> None:
+    """The legend sits under every panel (not beside or over one), inside the figure."""
+    renderer = fig.canvas.get_renderer()
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert legend_box.y1 <= ax.get_tightbbox(renderer).y0, f"legend not below {ax.get_title()!r}"
+    assert legend_box.x0 >= fig.bbox.x0 and legend_box.x1 <= fig.bbox.x1
+
+
 def test_ellipse_scale_is_common(panels):
     frames = list(panels.values())
     sizes = pd.concat([df["size"] for df in frames]).dropna()
@@ -82,6 +112,20 @@ def test_figure4_draws_every_panel_at_one_scale(monkeypatch, panels, tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert any("median axis ratio 1.00" in t for t in titles)  # the isotropic panel
     assert_files(pl.save_figure(fig, tmp_path / "figure4"))
+
+
+@pytest.mark.parametrize("common_scale", [True, False])
+def test_figure4_panels_are_boxes_of_one_size(panels, common_scale):
+    fig = drawn(pl.figure4(panels, common_scale=common_scale))
+    first, second = data_axes_of(fig)
+    # the shear panel's ellipses reach further: per-panel limits gave it a larger box
+    np.testing.assert_allclose(first.get_position().size, second.get_position().size, rtol=1e-6)
+    assert first.get_xlim() == second.get_xlim() and first.get_ylim() == second.get_ylim()
+    assert first.yaxis_inverted() and second.get_aspect() == 1.0
+    coords = panels["scVI"][["x", "y"]]
+    low, high = sorted(first.get_xlim())
+    assert low < coords["x"].min() and high > coords["x"].max()
+    assert_within_figure(fig)
 
 
 def test_ellipses_skips_nan_rows_and_orients_like_an_image(panels):
@@ -116,19 +160,53 @@ def test_ellipse_angle_in_data_coordinates():
     assert np.sqrt(values[1] / values[0]) == pytest.approx(5.0, rel=0.05)
 
 
-def test_figure5_files_and_errors(tmp_path):
+def figure5_axes(fig: Figure) -> dict[str, object]:
+    """Figure 5's Axes by their label, "<column>:<model>"."""
+    return {ax.get_label(): ax for ax in fig.axes if ":" in ax.get_label()}
+
+
+def test_figure5_one_row_per_model_and_files(tmp_path):
     runs = make_runs()
     fig = pl.figure5(runs, ALPHA_ON)
-    bars = [p for p in fig.axes[0].patches]
-    assert len(bars) == 2 * 2 * 2  # 2 sections x (2 models x off/on)
-    heights = sorted(round(b.get_height(), 12) for b in bars)
-    expected = runs.groupby(["section", "model", "alpha"])["mse_heldout"].mean().round(12).sort_values()
-    np.testing.assert_allclose(heights, expected.to_numpy())
+    axes = figure5_axes(fig)
+    assert sorted(axes) == sorted(f"{c}:{m}" for c in ("mse_heldout", "mse_all") for m in ("vae", "scvi"))
+    for model in ("vae", "scvi"):
+        bars = axes[f"mse_heldout:{model}"].patches
+        assert len(bars) == 2 * 2  # 2 sections x off/on
+        mine = runs[runs["model"] == model]
+        expected = mine.groupby(["section", "alpha"])["mse_heldout"].mean().sort_values()
+        np.testing.assert_allclose(sorted(b.get_height() for b in bars), expected.to_numpy())
+    assert "mean ± sd over 3 seeds" in fig.get_suptitle()
     assert_files(pl.save_figure(fig, [tmp_path / "f5.png", tmp_path / "f5.pdf"]))
     with pytest.raises(ValueError, match="no runs with alpha = 10"):
         pl.figure5(runs[runs["alpha"] == 0], ALPHA_ON)
     with pytest.raises(ValueError, match="lacks column.*mse_all"):
         pl.figure5(runs.drop(columns="mse_all"), ALPHA_ON)
+
+
+def test_figure5_gives_each_model_its_own_y_axis():
+    """scVI's error 10x VAE's: on one shared axis VAE's bars would be squashed flat."""
+    runs = make_runs()
+    runs.loc[runs["model"] == "scvi", ["mse_heldout", "mse_all"]] *= 10
+    axes = figure5_axes(drawn(pl.figure5(runs, ALPHA_ON)))
+    vae, scvi = axes["mse_heldout:vae"], axes["mse_heldout:scvi"]
+    assert not vae.get_shared_y_axes().joined(vae, scvi)
+    tallest_vae = max(b.get_height() for b in vae.patches)
+    assert tallest_vae > 0.7 * vae.get_ylim()[1]  # VAE's bars fill their own axis
+    assert scvi.get_ylim()[1] > 5 * vae.get_ylim()[1]
+    # within a model, held-out and all spots share one axis, so they compare
+    assert vae.get_shared_y_axes().joined(vae, axes["mse_all:vae"])
+
+
+def test_figure5_with_one_seed_claims_no_sd():
+    fig = drawn(pl.figure5(make_runs(seeds=(0,)), ALPHA_ON))
+    title = fig.get_suptitle()
+    assert "1 seeds" not in title and "±" not in title and "1 seed" in title
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert not any("sd" in t for t in legend_texts)
+    assert all(bars.errorbar is None for ax in fig.axes for bars in ax.containers)
+    assert_legend_below_axes(fig)
+    assert_within_figure(fig)
 
 
 def test_figure6_symlog_and_files(sweep, tmp_path):
@@ -144,3 +222,18 @@ def test_figure6_symlog_and_files(sweep, tmp_path):
     assert len([ax for ax in single.axes if ax.get_xscale() == "symlog"][0].get_lines()) == 2
     with pytest.raises(ValueError, match="lacks column"):
         pl.figure6(sweep.drop(columns="moran_I"))
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_figure6_legend_below_and_title_honest(sweep, seeds):
+    fig = drawn(pl.figure6(sweep[sweep["seed"].isin(seeds)]))
+    assert_legend_below_axes(fig)
+    assert_within_figure(fig)
+    title = fig.get_suptitle()
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    if len(seeds) == 1:
+        assert "±" not in title and "1 seeds" not in title and "1 seed" in title
+        assert not any("sd" in t for t in legend_texts)
+        assert not any(ax.collections for ax in fig.axes)  # no sd bands
+    else:
+        assert "mean ± sd over 3 seeds" in title and any("sd over seeds" in t for t in legend_texts)
