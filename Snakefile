@@ -5,7 +5,7 @@
 #   snakemake --cores 8                                  # the study, four Visium sections
 
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -17,7 +17,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Each config mistake ends the run with one line naming the key.
+include: "workflow/rules/config.smk"
+
+
+check_config("workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -29,6 +33,14 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+
+
+if hint := stale_lock_hint():
+    print(hint, file=sys.stderr)
+
+
+onstart:
+    lock_owner_mark()
 
 
 rule all:

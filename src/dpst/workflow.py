@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,8 +25,16 @@ from tqdm.auto import tqdm
 
 from .metrics import evaluate_model
 from .model import DPSCVI, DPVAE
+from .train import TrainingDivergedError
 
 MODEL_CLASSES = {"vae": DPVAE, "scvi": DPSCVI}
+
+# Errors a user causes (bad parameter, malformed or missing input, a run that
+# diverges): the preprocess and train jobs end on them with one line naming the
+# cause. dpst.io.SpaceRangerFormatError is a ValueError. A bug raising one of
+# these loses only its console traceback: the job's log always keeps it.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, FileNotFoundError, TrainingDivergedError)
+
 
 
 class DownloadError(RuntimeError):
@@ -32,22 +43,74 @@ class DownloadError(RuntimeError):
 
 @contextlib.contextmanager
 def logged_to(path: str | os.PathLike, expected: tuple[type[Exception], ...] = (), context: str = ""):
-    """Send stdout and stderr (progress bars included) into the job's log file.
+    """Send stdout and stderr (progress bars and C-level output included) into the job's log.
 
-    An ``expected`` error (bad input, failed download) ends the job with its
-    message, prefixed by ``context``, in the log and on the console: no traceback.
+    The log is line-buffered and a fatal signal (a segfault) writes the Python
+    stack into it, so a crash keeps everything printed before. Any exception is
+    written to the log with its traceback. An ``expected`` error (bad input, bad
+    parameter, failed download) then ends the job with one line,
+    ``ERROR: {context}{message}``, last in the log and alone on the console; any
+    other exception propagates, so its traceback reaches the console too.
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    handler_was_on = faulthandler.is_enabled()
     message = None
-    with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with open(path, "w", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        faulthandler.enable(log)
         try:
-            yield log
-        except expected as err:
-            message = f"ERROR: {context}{err}"
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield log
+        except BaseException as err:
+            if isinstance(err, SystemExit) and not err.code:
+                raise
+            traceback.print_exc(file=log)
+            if not isinstance(err, expected):
+                raise
+            message = f"ERROR: {context}{one_line(err)}"
             print(message, file=log)
+        finally:
+            faulthandler.disable()
+            log.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if handler_was_on:
+                faulthandler.enable(sys.__stderr__)
     if message is not None:
-        print(message, file=sys.__stderr__)
+        print(message, file=sys.__stderr__, flush=True)
         sys.exit(1)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its type when the message is empty)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) or type(err).__name__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """A temporary name beside ``path`` (same suffix) that becomes ``path`` only when
+    the block succeeds: a crash or a full disk never leaves a partial file at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def download(url: str, dest: str | os.PathLike, size: int, md5: str, timeout: float = 60) -> None:
@@ -120,6 +183,7 @@ def train_run(
     """Train one (model, alpha, seed) run and evaluate it. Returns (model, metrics, per-dimension)."""
     if model not in MODEL_CLASSES:
         raise ValueError(f"model must be one of {sorted(MODEL_CLASSES)}, got {model!r}")
+    check_device(str(train_settings.get("device", "auto")))
     kwargs = dict(model_settings)
     likelihood = kwargs.pop("likelihood", "zinb")
     if model == "scvi":
@@ -145,19 +209,53 @@ def train_run(
     return fitted, metrics, per_dimension
 
 
+def check_device(device: str) -> None:
+    """A ``train.device`` naming a GPU this job cannot see is the user's error, said in one line."""
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= visible:
+        raise ValueError(
+            f"train.device is {device!r} but this job sees {visible} CUDA GPU(s); "
+            "set train.device to auto (GPU when visible, else CPU) or cpu"
+        )
+
+
+def strict_json(value):
+    """``value`` with NaN and infinities as None, so that json.dumps writes null (valid JSON)."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> None:
-    """Write a run's latent AnnData, metrics, per-dimension table, history and model."""
+    """Write a run's latent AnnData, metrics, per-dimension table, history and model.
+
+    Each file is written under a temporary name and renamed into place, metrics.json
+    last: a crash or a full disk leaves no partial file at an output path.
+    Non-finite metrics are written as null (strict JSON); :func:`collect_runs`
+    reads them back as NaN.
+    """
     adata = fitted.adata
     latent = ad.AnnData(
         obs=adata.obs[[c for c in ("array_row", "array_col", "domain") if c in adata.obs]].copy(),
         obsm={"X_latent": fitted.get_latent_representation(), "spatial_um": fitted.coords},
     )
     latent.uns["run"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    latent.write_h5ad(outputs.latent)
-    Path(outputs.metrics).write_text(json.dumps(metrics, indent=1))
-    per_dimension.to_csv(outputs.autocorrelation, sep="\t")
-    fitted.history.to_csv(outputs.history, sep="\t", index=False)
-    fitted.save(outputs.model, overwrite=True)
+    with atomic_path(outputs.latent) as tmp:
+        latent.write_h5ad(tmp)
+    with atomic_path(outputs.autocorrelation) as tmp:
+        per_dimension.to_csv(tmp, sep="\t")
+    with atomic_path(outputs.history) as tmp:
+        fitted.history.to_csv(tmp, sep="\t", index=False)
+    fitted.save(outputs.model, overwrite=True)  # itself written aside and renamed
+    with atomic_path(outputs.metrics) as tmp:
+        tmp.write_text(json.dumps(strict_json(metrics), indent=1, allow_nan=False))
 
 
 def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -165,7 +263,8 @@ def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, dims = [], []
     for path in paths:
         path = Path(path)
-        metrics = json.loads(path.read_text())
+        metrics = {key: math.nan if value is None else value
+                   for key, value in json.loads(path.read_text()).items()}
         rows.append(metrics)
         table = pd.read_csv(path.parent / "autocorrelation.tsv", sep="\t")
         dims.append(table.assign(**{k: metrics[k] for k in ("section", "model", "alpha", "seed")}))

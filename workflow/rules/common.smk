@@ -1,11 +1,20 @@
 # Helpers shared by the rules: which runs exist, where each section comes from.
 
+import os
+import socket
+import sys
+from pathlib import Path
+
 SECTIONS = list(config["sections"])
 MODELS = config["models"]
 SEEDS = config["seeds"]
 ALPHA_ON = float(config["penalty"]["alpha"])
 H5_NAME = "filtered_feature_bc_matrix.h5"
 TARBALL_NAME = "spatial.tar.gz"
+# What dpst.io.read_spaceranger reads from a Space Ranger folder's spatial/.
+POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
+SCALEFACTORS_NAME = "scalefactors_json.json"
+IMAGE_NAMES = ("tissue_hires_image.png", "tissue_lowres_image.png")
 
 
 def canonical(settings):
@@ -36,14 +45,49 @@ def spaceranger_folder(section):
     return f"resources/10x/{spec['sample_id']}"
 
 
+def local_spaceranger_files(section):
+    """The files of a `local` section's folder that the reader uses (count matrix,
+    positions, scale factors, images when present): as inputs of its preprocessing,
+    replacing one reruns what depends on it. A missing one stops the workflow with
+    one line naming the section and the path."""
+    folder = Path(config["sections"][section]["local"])
+
+    def missing(what):
+        stop(f"section {section}: {what} (sections.{section}.local)")
+
+    if not folder.is_dir():
+        missing(f"Space Ranger folder {folder} not found")
+    h5 = folder / H5_NAME
+    if not h5.is_file():
+        found = sorted(p for p in folder.glob(f"*_{H5_NAME}") if p.is_file())
+        if len(found) != 1:
+            missing(
+                f"{h5} not found (nor a single *_{H5_NAME})"
+                if not found
+                else f"several count matrices in {folder}: {', '.join(p.name for p in found)}"
+            )
+        h5 = found[0]
+    spatial = folder / "spatial"
+    positions = [
+        spatial / name for name in POSITION_FILES if (spatial / name).is_file()
+    ]
+    if not positions:
+        missing(f"{spatial / POSITION_FILES[0]} not found (nor {POSITION_FILES[1]})")
+    scalefactors = spatial / SCALEFACTORS_NAME
+    if not scalefactors.is_file():
+        missing(f"{scalefactors} not found")
+    images = [spatial / name for name in IMAGE_NAMES if (spatial / name).is_file()]
+    return [str(path) for path in (h5, positions[0], scalefactors, *images)]
+
+
 def spaceranger_inputs(wildcards):
-    """Files the preprocessing of a section waits for (nothing to make for `local`)."""
+    """Files the preprocessing of a section reads (made by a rule, or a local folder's)."""
     section = wildcards.section
     source = section_source(section)
     if source == "simulate":
         return [spaceranger_folder(section)]
     if source == "local":
-        return []
+        return local_spaceranger_files(section)
     folder = spaceranger_folder(section)
     sample_id = config["sections"][section]["sample_id"]
     return [f"{folder}/{sample_id}_{H5_NAME}", f"{folder}/spatial"]
@@ -79,12 +123,7 @@ def sensitivity_setting(key, default):
 
 def sensitivity_runs():
     """Figure 6: alpha grid x sections x models x seeds of `sensitivity`."""
-    sections = sensitivity_setting("sections", SECTIONS)
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        raise ValueError(
-            f"sensitivity.sections names unknown sections {sorted(unknown)}"
-        )
+    sections = sensitivity_setting("sections", SECTIONS)  # known: check_config
     return [
         (section, model, float(alpha), seed)
         for section in sections
@@ -128,3 +167,59 @@ def final_outputs():
         for ext in ("png", "pdf")
     ]
     return ["results/metrics/runs.tsv", *tables, *figures]
+
+
+# Stale locks. Snakemake's lock files (.snakemake/locks/N.input.lock,
+# N.output.lock) hold only the locked paths, not who holds them, and stay
+# behind when Snakemake is killed (SIGKILL, power loss). At start each run
+# leaves an owner mark (host and pid) beside them; the lock folder, marks
+# included, goes when the run ends. A later run finding locks whose owners on
+# this host are all gone says so in one line, with the command to run.
+LOCK_DIR = Path(".snakemake/locks")
+
+
+def lock_owner_mark():
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    (LOCK_DIR / f"owner.{socket.gethostname()}.{os.getpid()}").touch()
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a reused pid is not our Snakemake
+        return b"snakemake" in Path(os.sep, "proc", str(pid), "cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def shown_path(path):
+    """A path as the user would type it: relative when under the working folder."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def stale_lock_hint():
+    """One line when Snakemake's locks were left by processes that are gone, else None."""
+    if not workflow.is_main_process or "--unlock" in sys.argv:
+        return None
+    if not any(LOCK_DIR.glob("*.lock")):
+        return None
+    owners = [
+        mark.name.split(".", 1)[1].rsplit(".", 1) for mark in LOCK_DIR.glob("owner.*")
+    ]
+    host = socket.gethostname()
+    if not owners or any(h != host or process_alive(int(pid)) for h, pid in owners):
+        return None
+    configs = "".join(
+        f" --configfile {shown_path(path)}" for path in workflow.overwrite_configfiles
+    )
+    pids = ", ".join(pid for _, pid in owners)
+    return (
+        f"Stale lock: the Snakemake run (pid {pids}) that locked this folder was killed; "
+        f"remove its lock with `snakemake --unlock{configs}` and run again "
+        "(incomplete outputs are redone)."
+    )

@@ -1,9 +1,11 @@
 """Per-run metrics into one tidy table (and one per latent dimension)."""
 
-from dpst.workflow import collect_runs, logged_to
+from dpst.workflow import atomic_path, collect_runs, logged_to
 
 with logged_to(snakemake.log[0]):
     runs, per_dimension = collect_runs(snakemake.input)
-    runs.to_csv(snakemake.output.runs, sep="\t", index=False)
-    per_dimension.to_csv(snakemake.output.per_dimension, sep="\t", index=False)
+    with atomic_path(snakemake.output.runs) as tmp:
+        runs.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(snakemake.output.per_dimension) as tmp:
+        per_dimension.to_csv(tmp, sep="\t", index=False)
     print(f"collected {len(runs)} runs")

@@ -5,7 +5,7 @@ import pandas as pd
 
 from dpst.metrics import local_metric_ellipses
 from dpst.pl import figure4, save_figure
-from dpst.workflow import logged_to
+from dpst.workflow import atomic_path, logged_to
 
 LABEL = {"vae": "VAE", "scvi": "scVI"}
 
@@ -20,4 +20,5 @@ with logged_to(snakemake.log[0]):
     fig = figure4(panels, common_scale=False)
     save_figure(fig, [snakemake.output.png, snakemake.output.pdf])
     table = pd.concat(panels, names=["panel", "spot"]).reset_index()
-    table.to_csv(snakemake.output.ellipses, sep="\t", index=False)
+    with atomic_path(snakemake.output.ellipses) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)

@@ -2,10 +2,11 @@
 
 import anndata as ad
 
-from dpst.workflow import logged_to, set_threads, train_run, write_run
+from dpst.workflow import USER_ERRORS, logged_to, set_threads, train_run, write_run
 
 wc = snakemake.wildcards
-with logged_to(snakemake.log[0]):
+run = f"section {wc.section}, {wc.model} alpha {wc.alpha} seed {wc.seed}: "
+with logged_to(snakemake.log[0], expected=USER_ERRORS, context=run):
     set_threads(snakemake.threads)
     adata = ad.read_h5ad(snakemake.input[0])
     fitted, metrics, per_dimension = train_run(

@@ -1,0 +1,96 @@
+# Checking the config: each mistake stops the workflow with one line that names
+# the key, instead of a schema dump, a KeyError or a missing file "alphanan".
+
+import math
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def stop(message):
+    """End the workflow with one line on the console (no traceback)."""
+    raise SystemExit(f"Error: {message}")
+
+
+def key_path(path):
+    """Where a value sits in the config: penalty.alpha, sensitivity.alphas[2]."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or "the config"
+
+
+def one_of_problem(error):
+    """A section matching no source (or several), said in terms of its keys."""
+    branches = [branch.get("required", []) for branch in error.validator_value]
+    given = set(error.instance) if isinstance(error.instance, dict) else set()
+    sources = " | ".join(" + ".join(branch) for branch in branches)
+    complete = [branch for branch in branches if set(branch) <= given]
+    if len(complete) > 1:
+        both = " and ".join(" + ".join(branch) for branch in complete)
+        return f"gives {both}; give exactly one source ({sources})"
+    started = max(branches, key=lambda branch: len(given & set(branch)))
+    if given & set(started):
+        missing = ", ".join(key for key in started if key not in given)
+        present = ", ".join(key for key in started if key in given)
+        return f"{present} needs {missing} too"
+    return f"needs a source: {sources}"
+
+
+def schema_problem(error):
+    """One line for a jsonschema ValidationError: the key path and the problem."""
+    where = key_path(error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = error.schema.get("properties", {})
+        unknown = ", ".join(sorted(set(error.instance) - set(known)))
+        prefix = "" if where == "the config" else f"{where}."
+        return f"{prefix}{unknown}: unknown key (known keys here: {', '.join(known)})"
+    if error.validator == "oneOf" and all(
+        "required" in branch for branch in error.validator_value
+    ):
+        return f"{where}: {one_of_problem(error)}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        prefix = "" if where == "the config" else f"{where}."
+        return f"{prefix}{missing}: required key is missing"
+    return f"{where}: {error.message}"
+
+
+def non_finite(value, path=()):
+    """Paths of NaN and infinite numbers (.nan, .inf pass the schema's minimum)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite(item, (*path, index))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+
+
+def check_sections(key, names):
+    unknown = [name for name in names if name not in config["sections"]]
+    if unknown:
+        stop(
+            f"config: {key}: unknown section(s) {', '.join(map(str, unknown))} "
+            f"(sections: {', '.join(config['sections'])})"
+        )
+
+
+def check_config(schema):
+    """Validate `config` against the schema (filling defaults), then what a schema
+    cannot say: finite numbers, section names that exist."""
+    try:
+        validate(config, schema)
+    except WorkflowError as err:
+        error = err.__context__
+        if error is None or not hasattr(error, "absolute_path"):
+            raise
+        stop(f"config: {schema_problem(error)}")
+    for path, value in non_finite(config):
+        stop(f"config: {key_path(path)}: must be a finite number, got {value}")
+    if config["sensitivity"].get("sections") is not None:
+        check_sections("sensitivity.sections", config["sensitivity"]["sections"])
+    if "section" in config["figure4"]:
+        check_sections("figure4.section", [config["figure4"]["section"]])
+    check_sections("published_sections", list(config["published_sections"]))
