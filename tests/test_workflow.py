@@ -106,3 +106,33 @@ def test_broken_local_folder_fails_naming_the_file(workdir, tmp_path):
     assert "scalefactors_json.json" in message and "section L1" in message
     assert "Traceback" not in message
     assert not (workdir / "results/preprocessed/L1.h5ad").exists()
+
+
+def test_per_section_preprocess_override_and_clipped_genes_are_logged(workdir):
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["preprocess"]["n_top_genes"] = 100
+    config["sections"]["S2"]["preprocess"] = {"n_top_genes": 400, "min_counts": 20}
+    targets = ["results/preprocessed/S1.h5ad", "results/preprocessed/S2.h5ad"]
+    snakemake(workdir, *targets, "--cores", "2", "--configfile", write_config(workdir, config))
+    s1, s2 = (dpst_record(workdir / target) for target in targets)
+    assert (s1["n_top_genes"], s1["min_counts"], s1["n_hvg"]) == (100, 10, 100)
+    assert (s2["n_top_genes"], s2["min_counts"]) == (400, 20)  # its own keys; the rest shared
+    assert s2["min_cells"] == s1["min_cells"] == 3
+    # S2 has 150 simulated genes: fewer than asked for, said in the job's log
+    assert s2["n_top_genes_clipped"] and s2["n_hvg"] == s2["n_genes_out"] <= 150
+    log = (workdir / "logs/preprocess/S2.log").read_text()
+    assert f"n_top_genes=400 but only {s2['n_hvg']} genes pass filtering" in log
+    assert f"{s2['n_hvg']} highly variable genes (seurat_v3): fewer than the n_top_genes=400 asked for" in log
+    assert "um per full-resolution pixel, from the spot grid" in log
+
+    # a bad override names its key
+    config["sections"]["S2"]["preprocess"] = {"n_top_genes": 0}
+    result = snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0
+    assert "sections.S2.preprocess.n_top_genes: 0 is less than the minimum of 1" in result.stdout + result.stderr
+
+
+def dpst_record(path: Path) -> dict:
+    import anndata as ad
+
+    return ad.read_h5ad(path).uns["dpst_preprocess"]

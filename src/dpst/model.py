@@ -52,7 +52,8 @@ def spatial_coordinates(
 
     ``auto``: ``obsm[spatial_key]`` is in full-resolution pixels when Visium
     scale factors are in ``uns['spatial']`` (scanpy/squidpy convention) and is
-    converted with ``55 / spot_diameter_fullres``; without scale factors the
+    converted with :func:`dpst.io.um_per_pixel` (calibrated on the spot grid:
+    Visium spot centres are 100 um apart); without scale factors the
     coordinates are taken as micrometres.
     """
     if spatial_key not in adata.obsm:

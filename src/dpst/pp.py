@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from .io import SPOT_SPACING_UM, pixel_calibration
 
-__all__ = ["grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
+__all__ = ["describe_preprocessing", "grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
 
 MT_PREFIXES = ("mt-", "MT-")
 MIN_GENES_SEURAT_V3 = 20
@@ -215,3 +215,18 @@ def preprocess(
         "calibration": calibration.as_dict(),
     }
     return adata
+
+
+def describe_preprocessing(adata: ad.AnnData) -> str:
+    """Two lines for a log: the genes kept against those asked for, and the micrometre calibration."""
+    record = adata.uns["dpst_preprocess"]
+    genes = f"{record['n_hvg']} highly variable genes ({record['hvg_flavor']})"
+    if record["n_top_genes_clipped"]:
+        genes += f": fewer than the n_top_genes={record['n_top_genes']} asked for, all that passed filtering"
+    calibration = record["calibration"]
+    how = (
+        f"from the spot grid ({calibration['n_grid_pairs']} neighbour pairs at 100 um)"
+        if calibration["method"] == "grid"
+        else "from 65 um / spot_diameter_fullres (the grid could not be used)"
+    )
+    return f"{genes}\ncoordinates: {calibration['um_per_pixel']:.5g} um per full-resolution pixel, {how}"

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
-import tarfile
-import tempfile
 import time
 import traceback
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .metrics import evaluate_model
 from .model import DPSCVI, DPVAE
@@ -34,11 +28,6 @@ MODEL_CLASSES = {"vae": DPVAE, "scvi": DPSCVI}
 # cause. dpst.io.SpaceRangerFormatError is a ValueError. A bug raising one of
 # these loses only its console traceback: the job's log always keeps it.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, FileNotFoundError, TrainingDivergedError)
-
-
-
-class DownloadError(RuntimeError):
-    """A download failed or its content is not what the config expects."""
 
 
 @contextlib.contextmanager
@@ -113,64 +102,6 @@ def atomic_path(path: str | os.PathLike):
             tmp.unlink(missing_ok=True)
 
 
-def download(url: str, dest: str | os.PathLike, size: int, md5: str, timeout: float = 60) -> None:
-    """Fetch ``url`` into ``dest``; only a complete file with the expected size and md5
-    ever appears at ``dest``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    digest, received = hashlib.md5(), 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError) as err:
-                raise DownloadError(
-                    f"cannot download {url}: {getattr(err, 'reason', err)}. Without network access, "
-                    "point the section at a local Space Ranger folder (sections.<name>.local in the "
-                    "config) or run the offline demo (--configfile config/demo.yaml)."
-                ) from None
-            with response, tqdm(total=size, unit="B", unit_scale=True, desc=dest.name,
-                                mininterval=5) as bar:
-                try:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                except (OSError, urllib.error.URLError) as err:
-                    raise DownloadError(f"download of {url} broke off after {received} bytes: {err}") from None
-        if received != size:
-            raise DownloadError(
-                f"{url} gave {received} bytes, the config expects {size}: truncated or a different file"
-            )
-        if digest.hexdigest() != md5:
-            raise DownloadError(
-                f"{url} has md5 {digest.hexdigest()}, the config expects {md5}: the file is corrupt"
-            )
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def extract_spatial(tarball: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Unpack the ``spatial/`` folder of a 10x spatial tarball into ``dest`` (atomically)."""
-    dest = Path(dest)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
-        try:
-            with tarfile.open(tarball) as tar:
-                tar.extractall(work, filter="data")  # refuses absolute paths and '..'
-        except (tarfile.TarError, OSError) as err:
-            raise DownloadError(f"{tarball} is not a readable tar.gz archive: {err}") from None
-        found = [p for p in work.rglob("spatial") if p.is_dir()]
-        if not found:
-            raise DownloadError(f"{tarball} holds no spatial/ folder")
-        found[0].rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def train_run(
     adata: ad.AnnData,
     model: str,
@@ -205,8 +136,23 @@ def train_run(
         epochs=len(fitted.history), train_seconds=seconds,
         seconds_per_epoch=seconds / max(len(fitted.history), 1),
         device=str(next(fitted.module.parameters()).device),
+        **preprocess_record(adata),
     )
     return fitted, metrics, per_dimension
+
+
+def preprocess_record(adata: ad.AnnData) -> dict:
+    """What preprocessing decided that a run's metadata should show: the genes asked
+    for (more than ``n_genes`` when clipped) and the micrometre calibration."""
+    record = adata.uns.get("dpst_preprocess", {})
+    calibration = record.get("calibration", {})
+    out = {}
+    if "n_top_genes" in record:
+        out["n_top_genes_requested"] = int(record["n_top_genes"])
+    if "um_per_pixel" in calibration:
+        out["um_per_pixel"] = float(calibration["um_per_pixel"])
+        out["calibration"] = str(calibration["method"])
+    return out
 
 
 def check_device(device: str) -> None:

@@ -45,6 +45,12 @@ def spaceranger_folder(section):
     return f"resources/10x/{spec['sample_id']}"
 
 
+def preprocess_settings(section):
+    """The top-level `preprocess` with the section's own keys on top."""
+    own = config["sections"][section].get("preprocess", {})
+    return canonical({**config["preprocess"], **own})
+
+
 def local_spaceranger_files(section):
     """The files of a `local` section's folder that the reader uses (count matrix,
     positions, scale factors, images when present): as inputs of its preprocessing,

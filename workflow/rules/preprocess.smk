@@ -15,6 +15,6 @@ rule preprocess:
         "../../envs/dpst.yaml"
     params:
         folder=lambda wc: spaceranger_folder(wc.section),
-        settings=canonical(config["preprocess"]),
+        settings=lambda wc: preprocess_settings(wc.section),
     script:
         "../scripts/preprocess.py"

@@ -1,7 +1,7 @@
 """Read a Space Ranger folder and preprocess it for the models."""
 
 from dpst.io import read_spaceranger
-from dpst.pp import preprocess
+from dpst.pp import describe_preprocessing, preprocess
 from dpst.workflow import USER_ERRORS, atomic_path, logged_to
 
 section = snakemake.wildcards.section
@@ -10,5 +10,6 @@ with logged_to(snakemake.log[0], expected=USER_ERRORS, context=f"section {sectio
     print(f"read {adata.n_obs} spots x {adata.n_vars} genes from {snakemake.params.folder}")
     adata = preprocess(adata, **snakemake.params.settings)
     print(f"kept {adata.n_obs} spots x {adata.n_vars} genes")
+    print(describe_preprocessing(adata))
     with atomic_path(snakemake.output[0]) as tmp:
         adata.write_h5ad(tmp)
