@@ -212,7 +212,9 @@ def test_figure5_with_one_seed_claims_no_sd():
 def test_figure6_symlog_and_files(sweep, tmp_path):
     fig = pl.figure6(sweep)
     data_axes = [ax for ax in fig.axes if ax.get_xscale() == "symlog"]
-    assert len(data_axes) == 3
+    assert len(data_axes) == 4  # Moran's I, Geary's C, then the MSE of each model on its own axis
+    assert [len(ax.get_lines()) for ax in data_axes[2:]] == [2, 2]  # one model, two sections each
+    assert data_axes[2].get_title().startswith("VAE") and data_axes[3].get_title().startswith("scVI")
     assert all(ax.xaxis.get_transform().linthresh == 1.0 for ax in data_axes)
     # one line per (model, section) in each panel, starting at alpha = 0
     lines = data_axes[0].get_lines()

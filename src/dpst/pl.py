@@ -332,8 +332,8 @@ def _figure5_legend(axes: np.ndarray, n_seeds: pd.Series) -> tuple[list, list[st
 FIGURE6_PANELS = (
     ("moran_I", "Moran's I  (↑ more autocorrelated)", "Moran's I, mean over latent dims"),
     ("geary_C", "Geary's C  (↓ more autocorrelated)", "Geary's C, mean over latent dims"),
-    ("mse_heldout", "held-out MSE  (↓ better)", MSE_LABEL),
 )
+FIGURE6_MSE_PANEL = ("mse_heldout", "held-out MSE  (↓ better)", MSE_LABEL)
 
 
 def _alpha_summary(runs: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -356,13 +356,13 @@ def _set_alpha_axis(ax: Axes, alphas: np.ndarray) -> None:
 
 
 def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure:
-    """Moran's I, Geary's C and held-out MSE against alpha; mean ± sd (band) over seeds.
+    """Moran's I, Geary's C and held-out MSE (one panel per model) against alpha; mean ± sd (band) over seeds.
 
     One colour per model; with several sections, one line style per section.
     Held-out MSE falls back to all-spot MSE when there are no held-out values.
     The legend sits below the panels; the title says how many seeds each point has.
     """
-    columns = [c for c, _, _ in FIGURE6_PANELS if c != "mse_heldout"]
+    columns = [c for c, _, _ in FIGURE6_PANELS]
     required = ["section", "model", "alpha", "seed", *columns]
     missing = [c for c in required if c not in runs.columns]
     if missing or not ({"mse_heldout", "mse_all"} & set(runs.columns)):
@@ -371,11 +371,14 @@ def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure
     runs = runs[runs["section"].isin(sections)]
     models = model_order(runs)
     styles = {s: SECTION_STYLES[i % len(SECTION_STYLES)] for i, s in enumerate(sections)}
-    fig = Figure(figsize=(13.5, 4.6), layout="constrained")
-    axes = fig.subplots(1, len(FIGURE6_PANELS))
-    for ax, (column, title, ylabel) in zip(axes, FIGURE6_PANELS):
-        column, title, ylabel = _mse_fallback(runs, column, title, ylabel)
-        for _, row in _alpha_summary(runs, column).groupby(["model", "section"], sort=False):
+    # The models' errors differ in scale (Figure 5): each model gets its own MSE panel.
+    column, title, ylabel = _mse_fallback(runs, *FIGURE6_MSE_PANEL)
+    panels = [(c, t, y, runs) for c, t, y in FIGURE6_PANELS]
+    panels += [(column, f"{MODEL_LABEL.get(m, m)}: {title}", ylabel, runs[runs["model"] == m]) for m in models]
+    fig = Figure(figsize=(4.5 * len(panels), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (column, title, ylabel, shown) in zip(axes, panels):
+        for _, row in _alpha_summary(shown, column).groupby(["model", "section"], sort=False):
             _alpha_line(ax, row, styles[row["section"].iloc[0]])
         _set_alpha_axis(ax, runs["alpha"].to_numpy(dtype=float))
         ax.set_title(title, fontsize=10)
