@@ -239,3 +239,11 @@ def test_figure6_legend_below_and_title_honest(sweep, seeds):
         assert not any(ax.collections for ax in fig.axes)  # no sd bands
     else:
         assert "mean ± sd over 3 seeds" in title and any("sd over seeds" in t for t in legend_texts)
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    fig = Figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    with pytest.raises(ValueError, match="xyz"):  # matplotlib knows no .xyz format
+        pl.save_figure(fig, tmp_path / "figure.xyz")
+    assert list(tmp_path.iterdir()) == []

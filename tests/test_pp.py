@@ -104,19 +104,19 @@ def test_degenerate_counts_fail_cleanly_instead_of_crashing(case):
 
 
 @pytest.mark.parametrize(
-    ("setting", "message"),
+    ("setting", "error", "message"),
     [
-        ({"n_top_genes": 0}, "n_top_genes must be a positive integer, got 0"),
-        ({"n_top_genes": -5}, "n_top_genes must be a positive integer, got -5"),
-        ({"n_top_genes": 2.5}, "n_top_genes must be a positive integer, got 2.5"),
-        ({"min_counts": -1}, "min_counts must be an integer >= 0, got -1"),
-        ({"min_cells": "10"}, "min_cells must be an integer >= 0, got '10'"),
-        ({"hvg_flavor": "seurat3"}, "hvg_flavor must be one of seurat_v3, seurat, cell_ranger, got 'seurat3'"),
-        ({"target_sum": float("nan")}, "target_sum must be a positive finite number, got nan"),
+        ({"n_top_genes": 0}, ValueError, "n_top_genes must be >= 1, got 0"),
+        ({"n_top_genes": -5}, ValueError, "n_top_genes must be >= 1, got -5"),
+        ({"n_top_genes": 2.5}, TypeError, "n_top_genes must be an integer, got 2.5"),
+        ({"min_counts": -1}, ValueError, "min_counts must be >= 0, got -1"),
+        ({"min_cells": "10"}, TypeError, "min_cells must be an integer, got '10' (str)"),
+        ({"hvg_flavor": "seurat3"}, ValueError, "hvg_flavor must be one of seurat_v3, seurat, cell_ranger, got 'seurat3'"),
+        ({"target_sum": float("nan")}, ValueError, "target_sum must be finite and > 0, got nan"),
     ],
 )
-def test_settings_that_make_no_sense(sim_adata, setting, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_settings_that_make_no_sense(sim_adata, setting, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         preprocess(sim_adata, **setting)
 
 

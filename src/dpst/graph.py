@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from .module import check_int, check_real
+from ._checks import check_int, check_real
 
 GraphKind = Literal["knn", "radius", "gaussian", "all"]
 GRAPH_KINDS = ("knn", "radius", "gaussian", "all")

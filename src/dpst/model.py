@@ -27,7 +27,8 @@ import torch
 
 from .graph import SpatialGraph, spatial_graph
 from .io import spatial_um
-from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule, check_int
+from ._checks import check_int
+from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 

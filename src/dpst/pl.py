@@ -23,6 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 from scipy.spatial import cKDTree
 
+from ._files import atomic_path
 from .metrics import ellipse_summary
 from .tables import MODEL_LABEL, model_order, penalty_runs, section_order
 
@@ -54,8 +55,8 @@ def save_figure(fig: Figure, paths: str | PathLike | Iterable[str | PathLike], d
     for path in map(Path, paths):
         targets = [path] if path.suffix else [path.with_suffix(".png"), path.with_suffix(".pdf")]
         for target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(target, dpi=dpi)
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, dpi=dpi)  # the temporary name keeps the suffix (format)
             written.append(target)
     return written
 

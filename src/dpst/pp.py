@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from ._checks import check_int, check_real
 from .io import SPOT_SPACING_UM, pixel_calibration
 
 __all__ = ["describe_preprocessing", "grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
@@ -35,15 +36,14 @@ def _check_counts(adata: ad.AnnData) -> None:
 
 def _check_settings(min_counts, min_genes, min_cells, n_top_genes, hvg_flavor, target_sum) -> None:
     """One clear line for a setting that makes no sense (before any work is done)."""
-    for name, value in (("min_counts", min_counts), ("min_cells", min_cells), ("min_genes", min_genes)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
-            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, (int, np.integer)) or n_top_genes < 1:
-        raise ValueError(f"n_top_genes must be a positive integer, got {n_top_genes!r}")
+    check_int("min_counts", min_counts, minimum=0)
+    check_int("min_cells", min_cells, minimum=0)
+    if min_genes is not None:
+        check_int("min_genes", min_genes, minimum=0)
+    check_int("n_top_genes", n_top_genes, minimum=1)
     if hvg_flavor not in HVG_FLAVORS:
         raise ValueError(f"hvg_flavor must be one of {', '.join(HVG_FLAVORS)}, got {hvg_flavor!r}")
-    if not (isinstance(target_sum, (int, float)) and np.isfinite(target_sum) and target_sum > 0):
-        raise ValueError(f"target_sum must be a positive finite number, got {target_sum!r}")
+    check_real("target_sum", target_sum, above=0)
 
 
 def _filter(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> None:

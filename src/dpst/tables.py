@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._files import atomic_path
+
 GROUP_OFF = "Distorted"
 GROUP_ON = "Distance Preserving"
 GROUPS = (GROUP_OFF, GROUP_ON)
@@ -279,6 +281,6 @@ def write_table1(runs: pd.DataFrame, alpha_on: float, paths: Mapping[str, PathAr
         "compare_md": lambda p: Path(p).write_text(comparison_markdown(comparison)),
     }
     for key, path in paths.items():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writers[key](path)
+        with atomic_path(path) as tmp:
+            writers[key](tmp)
     return long

@@ -29,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .graph import SpatialGraph
-from .module import DistortionPenalty, VAEModule, check_int, check_real, pair_distances
+from ._checks import check_int, check_real
+from .module import DistortionPenalty, VAEModule, pair_distances
 
 
 class TrainingDivergedError(RuntimeError):

@@ -7,7 +7,6 @@ import faulthandler
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -17,6 +16,7 @@ import anndata as ad
 import pandas as pd
 import torch
 
+from ._files import atomic_path
 from .metrics import evaluate_model
 from .model import DPSCVI, DPVAE
 from .train import TrainingDivergedError
@@ -81,25 +81,6 @@ def one_line(err: BaseException) -> str:
     """An exception's message on one line (its type when the message is empty)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "; ".join(lines) or type(err).__name__
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """A temporary name beside ``path`` (same suffix) that becomes ``path`` only when
-    the block succeeds: a crash or a full disk never leaves a partial file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
 
 
 def train_run(

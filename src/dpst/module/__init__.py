@@ -8,7 +8,6 @@ knows nothing of the backbone.
 
 from ._base import VAEModule
 from ._blocks import Encoder, HiddenLayers
-from ._checks import check_int, check_real
 from ._gaussian import GaussianVAEModule
 from ._likelihoods import gaussian_log_prob, nb_log_prob, zinb_log_prob
 from ._penalty import DistortionPenalty, pair_distances
@@ -21,8 +20,6 @@ __all__ = [
     "HiddenLayers",
     "SCVIModule",
     "VAEModule",
-    "check_int",
-    "check_real",
     "gaussian_log_prob",
     "nb_log_prob",
     "pair_distances",

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ._blocks import Encoder
-from ._checks import check_int, check_real
+from .._checks import check_int, check_real
 
 
 class VAEModule(nn.Module):

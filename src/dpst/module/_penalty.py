@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_real
+from .._checks import check_real
 
 
 def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
