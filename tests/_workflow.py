@@ -34,7 +34,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def job_counts(workdir: Path, *args: str) -> dict[str, int]:
     """Jobs a dry run would execute, by rule."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args).stdout
+    # --quiet takes several values: the "=" form keeps targets in args from being read as one
+    out = snakemake(workdir, "-n", "--quiet=rules", *args).stdout
     counts = {}
     for line in out.splitlines():
         parts = line.split()

@@ -126,10 +126,11 @@ def test_local_folder_files_are_inputs_and_changes_rerun_what_depends(workdir, t
     snakemake(workdir, *targets, "--cores", "2", "--configfile", cfg)
     assert job_counts(workdir, *targets, "--configfile", cfg) == {}
 
-    # other data in the count matrix: L1's preprocessing and training rerun, S1's not
+    # another section's data in the folder: L1's preprocessing and training rerun, S1's not
     other = simulated_outs(tmp_path / "other", seed=9)
     time.sleep(1.1)
-    shutil.copyfile(other / "filtered_feature_bc_matrix.h5", outs / "filtered_feature_bc_matrix.h5")
+    for name in ("filtered_feature_bc_matrix.h5", "spatial/tissue_positions_list.csv"):
+        shutil.copyfile(other / name, outs / name)
     assert job_counts(workdir, *targets, "--configfile", cfg) == {"preprocess": 1, "train": 1}
     snakemake(workdir, *targets, "--cores", "2", "--configfile", cfg)
     assert ad.read_h5ad(workdir / "results/preprocessed/L1.h5ad").n_obs > 0
@@ -137,7 +138,10 @@ def test_local_folder_files_are_inputs_and_changes_rerun_what_depends(workdir, t
     # an edited positions file reruns the same two jobs
     time.sleep(1.1)
     positions = outs / "spatial" / "tissue_positions_list.csv"
-    positions.write_text(positions.read_text())
+    rows = positions.read_text().splitlines()
+    first_in_tissue = next(i for i, row in enumerate(rows) if row.split(",")[1] == "1")
+    rows[first_in_tissue] = rows[first_in_tissue].replace(",1,", ",0,", 1)  # one spot leaves the tissue
+    positions.write_text("\n".join(rows) + "\n")
     assert job_counts(workdir, *targets, "--configfile", cfg) == {"preprocess": 1, "train": 1}
 
 
