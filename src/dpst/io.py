@@ -343,6 +343,9 @@ def _grid_estimate(adata: ad.AnnData, spatial_key: str) -> tuple[float | None, i
     if len(pairs) < MIN_GRID_PAIRS:
         return None, len(pairs), f"only {len(pairs)} pairs of neighbouring spots on the array grid"
     distances = np.linalg.norm(pixels[pairs[:, 0]] - pixels[pairs[:, 1]], axis=1)
+    distances = distances[np.isfinite(distances)]  # NaN coordinates are refused where they are used
+    if len(distances) < MIN_GRID_PAIRS:
+        return None, len(distances), f"only {len(distances)} pairs of neighbouring spots with finite pixels"
     median = float(np.median(distances))
     if not (median > 0 and math.isfinite(median)):
         return None, len(pairs), f"grid neighbours are {median:g} pixels apart"
