@@ -6,8 +6,10 @@ traceback, and no half-written file is left at an output path."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import signal
@@ -396,25 +398,35 @@ def test_metrics_json_is_strict_json_with_null_for_nan(killed_and_resumed):
 
 
 # ------------------------------------------------------------- full disk
+def mount_tmpfs(folder: Path, size: str) -> str:
+    """Mount a tmpfs of ``size`` on ``folder``; '' when done, else why not."""
+    if os.geteuid() != 0:
+        return "mounting a small tmpfs needs root"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    return "" if done.returncode == 0 else f"cannot mount a tmpfs here: {done.stderr.strip()}"
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """Mount a tmpfs of the given size on a folder; unmounted afterwards."""
     mounted = []
 
     def mount(folder: Path, size: str) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a small tmpfs needs root")
-        folder.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        why_not = mount_tmpfs(folder, size)
+        if why_not:
+            pytest.skip(why_not)
         mounted.append(folder)
         return folder
 
     yield mount
     for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        unmount(folder)
 
 
 def test_full_disk_in_a_job_leaves_no_partial_output(workdir, tmpfs):
@@ -429,8 +441,20 @@ def test_full_disk_in_a_job_leaves_no_partial_output(workdir, tmpfs):
     assert "No space left on device" in log or "errno = 28" in log
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # h5py on ENOSPC
-def test_full_disk_while_writing_a_run_leaves_no_partial_file(tmp_path, tmpfs):
+def test_full_disk_while_writing_a_run_leaves_no_partial_file(tmp_path):
+    # In a child process: after ENOSPC h5py can leave HDF5's global state broken, and a
+    # later h5py call in the same process segfaulted (seen in CI, in test_io).
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        problems = pool.submit(write_runs_onto_full_disks, tmp_path).result(timeout=900)
+    if problems and problems[0].startswith("skip: "):
+        pytest.skip(problems[0][len("skip: "):])
+    assert problems == []
+
+
+def write_runs_onto_full_disks(tmp_path: Path) -> list[str]:
+    """Write a run onto tmpfs folders with room for nothing, for the latent only, and for
+    all but metrics.json (the last write); what was left behind that should not be."""
     section = dpst.pp.preprocess(dpst.io.read_spaceranger(simulated_outs(tmp_path / "outs")),
                                  **SMALL["preprocess"])
     fitted, metrics, per_dimension = train_run(section, "vae", 0.0, 0, {}, {},
@@ -445,17 +469,28 @@ def test_full_disk_while_writing_a_run_leaves_no_partial_file(tmp_path, tmpfs):
     full = types.SimpleNamespace(**{k: str(tmp_path / "full" / v) for k, v in names.items()})
     write_run(fitted, metrics, per_dimension, full)
     needed = [pages(tmp_path / "full" / name) for name in names.values()]
-    # room for nothing; for the latent only; for all but metrics.json (the last write)
+    problems = []
     for room in (1, needed[0], sum(needed[:-1])):
-        run = tmpfs(tmp_path / f"run{room}", f"{4 * room}k")
-        outputs = types.SimpleNamespace(**{k: str(run / v) for k, v in names.items()})
-        with pytest.raises(OSError):
-            write_run(fitted, metrics, per_dimension, outputs)
-        assert not (run / "metrics.json").exists()  # written last: no run looks finished
-        for name in ("latent.h5ad", "autocorrelation.tsv", "history.tsv"):
-            if (run / name).exists():  # complete, or absent
-                assert (run / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
-        assert not [p.name for p in run.iterdir() if p.name.startswith(".")], room
+        run = tmp_path / f"run{room}"
+        why_not = mount_tmpfs(run, f"{4 * room}k")
+        if why_not:
+            return [f"skip: {why_not}"]
+        try:
+            outputs = types.SimpleNamespace(**{k: str(run / v) for k, v in names.items()})
+            try:
+                write_run(fitted, metrics, per_dimension, outputs)
+                problems.append(f"room {room}: write_run did not fail")
+            except OSError:
+                pass
+            if (run / "metrics.json").exists():  # written last: no run may look finished
+                problems.append(f"room {room}: metrics.json exists")
+            for name in ("latent.h5ad", "autocorrelation.tsv", "history.tsv"):
+                if (run / name).exists() and (run / name).read_bytes() != (tmp_path / "full" / name).read_bytes():
+                    problems.append(f"room {room}: {name} is partial")  # complete, or absent
+            problems += [f"room {room}: {p.name} left" for p in run.iterdir() if p.name.startswith(".")]
+        finally:
+            unmount(run)
+    return problems
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path):
