@@ -200,12 +200,18 @@ def test_transient_failure_is_retried_at_the_same_mirror(serve, tmp_path):
     assert dest.read_bytes() == CONTENT and len(mirror.requests) == 2
 
 
-def test_stall_reports_the_bytes_received(serve, tmp_path):
-    def stall_after_5000(handler, n, release):
-        send(handler, CONTENT[:5000], length=len(CONTENT))
-        release.wait(30)
+def stall_after(n_bytes: int, seconds: float):
+    """A mirror that sends the first ``n_bytes`` of the file, then nothing for ``seconds``."""
 
-    mirror = serve(stall_after_5000)
+    def respond(handler, n, release):
+        send(handler, CONTENT[:n_bytes], length=len(CONTENT))
+        release.wait(seconds)
+
+    return respond
+
+
+def test_stall_reports_the_bytes_received(serve, tmp_path):
+    mirror = serve(stall_after(5000, 30))
     with pytest.raises(DownloadError) as caught:
         fetch([mirror.url], tmp_path / NAME, timeout=0.5)
     assert str(caught.value) == (
@@ -268,11 +274,7 @@ def test_bad_file_leaves_nothing_and_names_the_failed_check(serve, tmp_path, dam
 
 
 def test_killed_download_leaves_nothing_after_the_next_run(serve, tmp_path):
-    def stall_after_5000(handler, n, release):
-        send(handler, CONTENT[:5000], length=len(CONTENT))
-        release.wait(60)
-
-    stalling, mirror = serve(stall_after_5000), serve(good)
+    stalling, mirror = serve(stall_after(5000, 60)), serve(good)
     dest = tmp_path / NAME
     # a sibling file's partial download in the same folder must survive the sweep
     sibling = tmp_path / f".{SAMPLE}_spatial.tar.gz.abc123.part"
