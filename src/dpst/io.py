@@ -402,8 +402,7 @@ def spatial_um(adata: ad.AnnData, spatial_key: str = "spatial", library_id: str 
     """Spot coordinates in micrometres: pixels times :func:`um_per_pixel`.
 
     Both axes share one factor; never standardize them separately, that would
-    bend distances.
+    bend distances. A missing ``spatial_key`` raises KeyError (in :func:`pixel_calibration`).
     """
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)})")
-    return np.asarray(adata.obsm[spatial_key], dtype=float) * um_per_pixel(adata, library_id, spatial_key)
+    factor = um_per_pixel(adata, library_id, spatial_key)
+    return np.asarray(adata.obsm[spatial_key], dtype=float) * factor

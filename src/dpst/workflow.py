@@ -19,7 +19,7 @@ import torch
 from ._files import atomic_path
 from .metrics import evaluate_model
 from .model import DPSCVI, DPVAE
-from .train import TrainingDivergedError
+from .train import TrainingDivergedError, resolve_device
 
 MODEL_CLASSES = {"vae": DPVAE, "scvi": DPSCVI}
 
@@ -138,15 +138,14 @@ def preprocess_record(adata: ad.AnnData) -> dict:
 
 def check_device(device: str) -> None:
     """A ``train.device`` naming a GPU this job cannot see is the user's error, said in one line."""
-    if not device.startswith("cuda"):
-        return
-    index = int(device.partition(":")[2] or 0)
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if index >= visible:
+    try:
+        resolve_device(device)  # the library's check; a missing GPU is a RuntimeError there
+    except RuntimeError:
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
         raise ValueError(
             f"train.device is {device!r} but this job sees {visible} CUDA GPU(s); "
             "set train.device to auto (GPU when visible, else CPU) or cpu"
-        )
+        ) from None
 
 
 def strict_json(value):
