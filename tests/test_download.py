@@ -22,7 +22,7 @@ import yaml
 from _workflow import REPO, copy_workflow, snakemake
 
 import dpst
-from dpst.download import USER_AGENT, DownloadError, download, mirror_urls
+from dpst_study.download import USER_AGENT, DownloadError, download, mirror_urls
 
 SAMPLE = "SAMPLE_X"
 FILE = "filtered_feature_bc_matrix.h5"
@@ -280,11 +280,11 @@ def test_killed_download_leaves_nothing_after_the_next_run(serve, tmp_path):
     sibling = tmp_path / f".{SAMPLE}_spatial.tar.gz.abc123.part"
     sibling.write_bytes(b"in progress")
     code = (
-        "from dpst.download import download, mirror_urls\n"
+        "from dpst_study.download import download, mirror_urls\n"
         f"download(mirror_urls([{stalling.url!r}], {SAMPLE!r}, {FILE!r}), {str(dest)!r}, "
         f"size={EXPECTED['size']}, md5={EXPECTED['md5']!r}, timeout=60, retries=0)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO / "workflow")  # dpst_study
     try:
         deadline = time.monotonic() + 120
         while not any(p.stat().st_size == 5000 for p in tmp_path.glob(f".{NAME}.*.part")):

@@ -27,7 +27,10 @@ from snakemake.utils import validate
 
 import dpst
 from _workflow import REPO, copy_workflow, job_counts, snakemake
-from dpst.workflow import atomic_path, one_line, train_run, write_run
+from dpst._files import atomic_path
+from dpst_study import runs
+from dpst_study.jobs import one_line
+from dpst_study.runs import train_run, write_run
 
 SMALL = {
     "sections": {"S1": {"simulate": {"n_spots": 150, "n_genes": 100, "n_domains": 3, "seed": 1}}},
@@ -189,7 +192,7 @@ def expected_train_error(workdir: Path, config: dict, model="vae", alpha=0.0) ->
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     adata = ad.read_h5ad(workdir / "results/preprocessed/S1.h5ad")
     with pytest.raises(Exception) as err:
-        dpst.workflow.set_threads(1)
+        runs.set_threads(1)
         train_run(adata, model, alpha, 0, config["model"], config["penalty"], config["train"])
     return f"ERROR: section S1, {model} alpha {alpha:g} seed 0: {one_line(err.value)}"
 
@@ -265,10 +268,11 @@ def test_user_error_in_preprocessing_ends_with_one_line(preprocessed):
 def run_logged(tmp_path: Path, body: str, expected: str = "()") -> tuple[subprocess.CompletedProcess, str]:
     """``body`` in a fresh Python process under logged_to(log, expected=...)."""
     log = tmp_path / "job.log"
-    code = (f"from dpst.workflow import USER_ERRORS, logged_to\n"
+    code = (f"from dpst_study.jobs import USER_ERRORS, logged_to\n"
             f"with logged_to({str(log)!r}, expected={expected}, context='job: '):\n"
             + "".join(f"    {line}\n" for line in body.splitlines()))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=REPO / "workflow")  # dpst_study
     return result, log.read_text()
 
 

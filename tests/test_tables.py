@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dpst import tables
+from dpst_study import tables
 
 SECTIONS = ["A2", "P1"]
 MODELS = ["vae", "scvi"]

@@ -10,14 +10,16 @@ module  torch modules: shared blocks, VAE and scVI backbones, the penalty
 train   the training loop shared by both backbones
 model   user-facing model classes `DPVAE` and `DPSCVI`
 metrics Moran's I / Geary's C, reconstruction MSE, distortion, local ellipses
-pl      figures: local-metric ellipses (Figure 4), MSE (5), sensitivity (6)
-tables  Table 1 in CSV, Markdown and LaTeX, beside the published values
-workflow the steps of the Snakemake workflow, called by its scripts
+pl      plots: local-metric ellipses on the tissue; saving figures
+
+The study's reproduction (published Table 1, Figures 4-6, the workflow's steps)
+is not part of this package: it lives with the Snakemake workflow, in
+``workflow/dpst_study``.
 """
 
 from importlib.metadata import version
 
-from . import graph, io, metrics, pl, pp, sim, tables
+from . import graph, io, metrics, pl, pp, sim
 from .model import DPSCVI, DPVAE
 from .train import TrainingDivergedError
 
@@ -32,6 +34,5 @@ __all__ = [
     "pl",
     "pp",
     "sim",
-    "tables",
     "__version__",
 ]

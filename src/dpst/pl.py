@@ -1,16 +1,16 @@
-"""Figures 4-6 of METHOD.md section 6: local-metric ellipses, reconstruction MSE, sensitivity to alpha.
+"""Plots: local-metric ellipses on the tissue, and figure saving.
 
-Figures are built as ``matplotlib.figure.Figure`` objects without pyplot, so
-no GUI backend is ever touched and nothing accumulates in pyplot's registry;
-every function returns its Figure, and ``save_figure`` writes PNG and PDF.
+Figures are built as ``matplotlib.figure.Figure`` objects or drawn into a given
+``Axes``, without pyplot, so no GUI backend is touched and nothing accumulates
+in pyplot's registry. The study's assembled Figures 4-6 live with the workflow
+(``workflow/dpst_study/figures.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from pathlib import Path
-from zlib import crc32
 
 import numpy as np
 import pandas as pd
@@ -18,33 +18,11 @@ from matplotlib.axes import Axes
 from matplotlib.collections import EllipseCollection
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 from scipy.spatial import cKDTree
 
 from ._files import atomic_path
-from .metrics import ellipse_summary
-from .tables import MODEL_LABEL, model_order, penalty_runs, section_order
 
-# One hue per model, light without the penalty and dark with it.
-MODEL_COLORS = {
-    "vae": {"off": "#9ecae1", "on": "#08519c"},
-    "scvi": {"off": "#fdae6b", "on": "#a63603"},
-}
-_FALLBACK_COLORS = [{"off": "#a1d99b", "on": "#006d2c"}, {"off": "#bcbddc", "on": "#54278f"}]
-SECTION_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
-MSE_LABEL = "MSE (log1p normalized)"
-AXIS_RATIO_TICKS = (1, 1.25, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 50, 100)
 ELLIPSE_COLUMNS = ["x", "y", "major", "minor", "angle"]
-
-
-def model_color(model: str, penalty: str = "on") -> str:
-    """The colour of ``model`` ("vae", "scvi", ...) with the penalty "off" (light) or "on" (dark)."""
-    if model in MODEL_COLORS:
-        return MODEL_COLORS[model][penalty]
-    # crc32, not hash(): str hashes change between processes and colours must not
-    return _FALLBACK_COLORS[crc32(model.encode()) % len(_FALLBACK_COLORS)][penalty]
 
 
 def save_figure(fig: Figure, paths: str | PathLike | Iterable[str | PathLike], dpi: int = 200) -> list[Path]:
@@ -61,15 +39,12 @@ def save_figure(fig: Figure, paths: str | PathLike | Iterable[str | PathLike], d
     return written
 
 
-# ----------------------------------------------------------------------------- Figure 4
-
-
 def spot_spacing(ellipses_df: pd.DataFrame) -> float:
     """Median nearest-neighbour distance between spots (coordinate units, micrometres)."""
     xy = ellipses_df[["x", "y"]].dropna().to_numpy(dtype=float)
     if len(xy) < 2:
         raise ValueError("need at least two spots to measure the spot spacing")
-    return _spacing_or_zero(xy)
+    return spacing_or_zero(xy)
 
 
 def ellipse_scale(panels: Iterable[pd.DataFrame], fraction: float = 0.35) -> float:
@@ -110,12 +85,12 @@ def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap
         ratio = df["axis_ratio"].to_numpy(dtype=float)
         collection.set_array(ratio)
         collection.set_cmap(cmap)
-        collection.set_norm(norm if norm is not None else _axis_ratio_norm([ratio]))
+        collection.set_norm(norm if norm is not None else axis_ratio_norm([ratio]))
     else:
         collection.set_facecolor(color)
     ax.add_collection(collection, autolim=False)
     if len(xy):
-        pad = max(scale * float(df["major"].max()), 0.5 * _spacing_or_zero(xy))
+        pad = max(scale * float(df["major"].max()), 0.5 * spacing_or_zero(xy))
         ax.update_datalim(np.vstack([xy.min(axis=0) - pad, xy.max(axis=0) + pad]))
         ax.autoscale_view()
     ax.set_aspect("equal")
@@ -124,12 +99,12 @@ def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap
     return collection
 
 
-def _spacing_or_zero(xy: np.ndarray) -> float:
+def spacing_or_zero(xy: np.ndarray) -> float:
     """Median nearest-neighbour distance, 0 for fewer than two spots."""
     return float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1])) if len(xy) > 1 else 0.0
 
 
-def _axis_ratio_norm(ratios: Sequence[np.ndarray]) -> LogNorm:
+def axis_ratio_norm(ratios: Sequence[np.ndarray]) -> LogNorm:
     """Log colour scale from 1 (isotropic) to the 98th percentile; beyond it the top colour."""
     values = np.concatenate([np.asarray(r, dtype=float) for r in ratios])
     values = values[np.isfinite(values)]
@@ -137,283 +112,3 @@ def _axis_ratio_norm(ratios: Sequence[np.ndarray]) -> LogNorm:
     return LogNorm(vmin=1.0, vmax=vmax, clip=True)
 
 
-def _panel_title(name: str, df: pd.DataFrame) -> str:
-    summary = ellipse_summary(df)
-    return (f"{name}\nmedian axis ratio {summary['median_axis_ratio']:.2f}, "
-            f"size CV {summary['size_cv']:.2f}")
-
-
-def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common_scale: bool = True,
-            fraction: float = 0.35, cmap="viridis") -> Figure:
-    """Local-metric ellipses side by side, e.g. ``{"scVI": off, "scVI + distance preserving": on}``.
-
-    With ``common_scale`` one factor draws every panel (``ellipse_scale``),
-    so sizes compare across panels; otherwise each panel is scaled on its own
-    and only shapes and the spread of sizes compare. Colour: axis ratio
-    (log scale, shared). Each title gives the median axis ratio and the
-    coefficient of variation of sizes. All panels share their x and y limits
-    (the union of the spots, padded), so on one section they are boxes of one size.
-    """
-    if not panels:
-        raise ValueError("figure4 needs at least one panel")
-    frames = list(panels.values())
-    scales = ([ellipse_scale(frames, fraction)] * len(frames) if common_scale
-              else [ellipse_scale([df], fraction) for df in frames])
-    norm = _axis_ratio_norm([df["axis_ratio"].to_numpy(dtype=float) for df in frames])
-    low, high = _shared_limits(frames, scales)
-    fig = Figure(figsize=_figure4_size(high - low, len(frames)), layout="constrained")
-    axes = fig.subplots(1, len(frames), sharex=True, sharey=True, squeeze=False)[0]
-    for ax, (name, df), scale in zip(axes, panels.items(), scales):
-        collection = ellipses(ax, df, scale, cmap=cmap, norm=norm)
-        ax.set_title(_panel_title(name, df), fontsize=10)
-        ax.set_xlabel("x (µm)")
-    axes[0].set_xlim(low[0], high[0])
-    axes[0].set_ylim(high[1], low[1])  # inverted: image orientation
-    axes[0].set_ylabel("y (µm)")
-    clipped = any((df["axis_ratio"] > norm.vmax).any() for df in frames)
-    _axis_ratio_colorbar(fig, collection, axes, norm, extend="max" if clipped else "neither")
-    how = "one scale for all panels" if common_scale else "each panel scaled on its own"
-    fig.supxlabel(f"Ellipse semi-axes: local stretch tissue → latent (latent units per µm), {how};\n"
-                  f"median ellipse size drawn at {fraction:g} × spot spacing. "
-                  "Isotropic, equal-sized ellipses = distance preserving.", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def _shared_limits(frames: list[pd.DataFrame], scales: list[float],
-                   max_pad_spacings: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper (x, y) limits holding every panel's spots and ellipses.
-
-    The pad is the reach of the longest ellipse, at most ``max_pad_spacings``
-    spot spacings, so one outlier does not shrink the tissue in every panel.
-    """
-    points, reach, spacing = [], 0.0, 0.0
-    for df, scale in zip(frames, scales):
-        valid = df.dropna(subset=ELLIPSE_COLUMNS)
-        points.append(valid[["x", "y"]].to_numpy(dtype=float))
-        if len(valid):
-            reach = max(reach, scale * float(valid["major"].max()))
-            spacing = max(spacing, _spacing_or_zero(points[-1]))
-    xy = np.vstack(points)
-    if not len(xy):
-        raise ValueError("figure4: no spot has a complete ellipse (x, y, major, minor, angle)")
-    pad = max(min(reach, max_pad_spacings * spacing), 0.5 * spacing, 1e-9)
-    return xy.min(axis=0) - pad, xy.max(axis=0) + pad
-
-
-def _figure4_size(extent: np.ndarray, n_panels: int, panel_width: float = 4.2) -> tuple[float, float]:
-    """Figure inches that fit ``n_panels`` equal-aspect panels of this extent without empty bands."""
-    panel_height = float(np.clip(panel_width * extent[1] / max(extent[0], 1e-12), 2.0, 7.5))
-    # margins: y label and colourbar beside, titles and the caption above and below
-    return (panel_width + 0.1) * n_panels + 1.7, panel_height + 1.45
-
-
-def _axis_ratio_colorbar(fig: Figure, mappable, axes, norm: LogNorm, extend: str) -> None:
-    bar = fig.colorbar(mappable, ax=list(axes), label="axis ratio (major/minor)", extend=extend,
-                       shrink=0.8, aspect=30)
-    ticks = [t for t in AXIS_RATIO_TICKS if norm.vmin <= t <= norm.vmax]
-    bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
-    bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    bar.ax.yaxis.set_minor_locator(NullLocator())
-
-
-# ----------------------------------------------------------------------------- seeds
-
-
-def _seed_counts_text(counts: pd.Series) -> str:
-    """'1 seed', '3 seeds' or '2–3 seeds' for the seeds behind each bar or point."""
-    low, high = int(counts.min()), int(counts.max())
-    if low != high:
-        return f"{low}–{high} seeds"
-    return "1 seed" if low == 1 else f"{low} seeds"
-
-
-def _summary_text(counts: pd.Series) -> str:
-    """What a bar or point shows: a single run, or a mean with an sd over several seeds."""
-    if int(counts.max()) <= 1:
-        return "single run (1 seed), no error estimate"
-    return f"mean ± sd over {_seed_counts_text(counts)}"
-
-
-# ----------------------------------------------------------------------------- Figure 5
-
-MSE_PANELS = (("mse_heldout", "held-out spots"), ("mse_all", "all spots"))
-
-
-def _seed_offsets(n: int, width: float) -> np.ndarray:
-    """Evenly spread horizontal offsets so the seed points of one bar do not overlap."""
-    return np.zeros(1) if n <= 1 else np.linspace(-0.25 * width, 0.25 * width, n)
-
-
-def _penalty_label(model: str, state: str, alpha_on: float) -> str:
-    label = MODEL_LABEL.get(model, model)
-    if state == "off":
-        return f"{label}, no penalty (α = 0)"
-    return f"{label} + distance preserving (α = {alpha_on:g})"
-
-
-def _mse_panel(ax: Axes, runs: pd.DataFrame, column: str, sections: list[str], alpha_on: float) -> None:
-    """Bars of one model: per section, penalty off (light) then on (dark), seeds as dots."""
-    model = runs["model"].iloc[0]
-    width = 0.38
-    for j, state in enumerate(("off", "on")):
-        group = runs[runs["state"] == state]
-        legend_label = _penalty_label(model, state, alpha_on)  # once, on the first bar drawn
-        for k, section in enumerate(sections):
-            values = group.loc[group["section"] == section, column].dropna().to_numpy(dtype=float)
-            if not values.size:
-                continue
-            x = k + (j - 0.5) * width
-            sd = values.std(ddof=1) if values.size > 1 else None
-            ax.bar(x, values.mean(), width * 0.92, color=model_color(model, state), edgecolor="0.25",
-                   linewidth=0.5, yerr=sd, capsize=3, error_kw={"elinewidth": 1, "ecolor": "0.1"},
-                   label=legend_label)
-            legend_label = None
-            ax.scatter(x + _seed_offsets(values.size, width), values, s=9, color="black", zorder=3,
-                       linewidths=0)
-    ax.set_xticks(range(len(sections)), sections)
-    ax.set_xlim(-0.6, len(sections) - 0.4)
-    ax.grid(axis="y", color="0.9")
-    ax.set_axisbelow(True)
-    if runs[column].isna().all():
-        ax.text(0.5, 0.5, f"no values of {column}", transform=ax.transAxes, ha="center", color="0.4")
-
-
-def figure5(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None = None) -> Figure:
-    """Reconstruction MSE: one row per model (own y axis), held-out spots (left) and all spots (right).
-
-    Each row has its own y axis, so a model with a smaller error is not
-    squashed by the other; within a row both panels share it. Bars: mean over
-    seeds with sd error bars (none for a single seed); black dots: individual seeds.
-    Each Axes is labelled ``"<column>:<model>"`` (``Axes.get_label``).
-    """
-    selected = penalty_runs(runs, alpha_on, [column for column, _ in MSE_PANELS])
-    selected["state"] = np.where(selected["alpha"] > 0, "on", "off")
-    sections = section_order(selected, sections)
-    selected = selected[selected["section"].isin(sections)]
-    models = model_order(selected)
-    fig = Figure(figsize=(max(8.0, 3.0 + 2.2 * len(sections)), 0.8 + 2.9 * len(models)), layout="constrained")
-    axes = fig.subplots(len(models), len(MSE_PANELS), sharey="row", squeeze=False)
-    for row, model in zip(axes, models):
-        for ax, (column, where) in zip(row, MSE_PANELS):
-            _mse_panel(ax, selected[selected["model"] == model], column, sections, alpha_on)
-            ax.set_label(f"{column}:{model}")
-            ax.set_title(f"{MODEL_LABEL.get(model, model)}: {where}", fontsize=10)
-            ax.tick_params(labelleft=True)
-        row[0].set_ylabel(MSE_LABEL)
-    for ax in axes[-1]:
-        ax.set_xlabel("section")
-    n_seeds = selected.groupby(["section", "model", "state"])["seed"].nunique()
-    fig.legend(*_figure5_legend(axes, n_seeds), loc="outside lower center", ncol=3, fontsize=9,
-               frameon=False)
-    fig.align_ylabels(axes[:, 0])
-    # the models' observed targets are normalized over different genes: compare within a row
-    fig.suptitle(f"Reconstruction error per section and model (each model on its own y axis)\n"
-                 f"{_summary_text(n_seeds)}", fontsize=11)
-    return fig
-
-
-def _figure5_legend(axes: np.ndarray, n_seeds: pd.Series) -> tuple[list, list[str]]:
-    handles, labels = [], []
-    for ax in axes[:, 0]:
-        model_handles, model_labels = ax.get_legend_handles_labels()
-        handles += model_handles
-        labels += model_labels
-    handles.append(Line2D([], [], ls="", marker="o", ms=3, color="black"))
-    labels.append("individual seeds")
-    if int(n_seeds.max()) > 1:
-        handles.append(Line2D([], [], ls="", marker="|", ms=10, mew=1, color="0.1"))
-        labels.append("error bar: ± sd over seeds")
-    return handles, labels
-
-
-# ----------------------------------------------------------------------------- Figure 6
-
-FIGURE6_PANELS = (
-    ("moran_I", "Moran's I  (↑ more autocorrelated)", "Moran's I, mean over latent dims"),
-    ("geary_C", "Geary's C  (↓ more autocorrelated)", "Geary's C, mean over latent dims"),
-)
-FIGURE6_MSE_PANEL = ("mse_heldout", "held-out MSE  (↓ better)", MSE_LABEL)
-
-
-def _alpha_summary(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean and sd (ddof=1) over seeds per (model, section, alpha), alpha ascending."""
-    stats = runs.groupby(["model", "section", "alpha"])[column].agg(["mean", "std", "count"])
-    return stats.rename(columns={"std": "sd"}).reset_index().sort_values("alpha")
-
-
-def _set_alpha_axis(ax: Axes, alphas: np.ndarray) -> None:
-    positive = alphas[alphas > 0]
-    if positive.size:
-        # symlog keeps alpha = 0 on the axis; linear up to the smallest positive alpha
-        ax.set_xscale("symlog", linthresh=float(positive.min()))
-    grid = np.unique(alphas[np.isfinite(alphas)])
-    if grid.size <= 9:  # label the alphas actually trained rather than powers of ten
-        ax.set_xticks(grid, [f"{a:g}" for a in grid])
-        ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("penalty strength α (symlog)")
-    ax.grid(color="0.92")
-
-
-def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure:
-    """Moran's I, Geary's C and held-out MSE (one panel per model) against alpha; mean ± sd (band) over seeds.
-
-    One colour per model; with several sections, one line style per section.
-    Held-out MSE falls back to all-spot MSE when there are no held-out values.
-    The legend sits below the panels; the title says how many seeds each point has.
-    """
-    columns = [c for c, _, _ in FIGURE6_PANELS]
-    required = ["section", "model", "alpha", "seed", *columns]
-    missing = [c for c in required if c not in runs.columns]
-    if missing or not ({"mse_heldout", "mse_all"} & set(runs.columns)):
-        raise ValueError(f"runs table lacks column(s) {missing or ['mse_heldout']}; it has {list(runs.columns)}")
-    sections = section_order(runs, sections)
-    runs = runs[runs["section"].isin(sections)]
-    models = model_order(runs)
-    styles = {s: SECTION_STYLES[i % len(SECTION_STYLES)] for i, s in enumerate(sections)}
-    # The models' errors differ in scale (Figure 5): each model gets its own MSE panel.
-    column, title, ylabel = _mse_fallback(runs, *FIGURE6_MSE_PANEL)
-    panels = [(c, t, y, runs) for c, t, y in FIGURE6_PANELS]
-    panels += [(column, f"{MODEL_LABEL.get(m, m)}: {title}", ylabel, runs[runs["model"] == m]) for m in models]
-    fig = Figure(figsize=(4.5 * len(panels), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(panels))
-    for ax, (column, title, ylabel, shown) in zip(axes, panels):
-        for _, row in _alpha_summary(shown, column).groupby(["model", "section"], sort=False):
-            _alpha_line(ax, row, styles[row["section"].iloc[0]])
-        _set_alpha_axis(ax, runs["alpha"].to_numpy(dtype=float))
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(ylabel)
-    n_seeds = runs.groupby(["section", "model", "alpha"])["seed"].nunique()
-    handles, labels = _figure6_legend(models, sections, styles, several_seeds=int(n_seeds.max()) > 1)
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False)
-    where = f", section {sections[0]}" if len(sections) == 1 else ""
-    fig.suptitle(f"Sensitivity to the penalty strength α{where}\n{_summary_text(n_seeds)}", fontsize=11)
-    return fig
-
-
-def _mse_fallback(runs: pd.DataFrame, column: str, title: str, ylabel: str) -> tuple[str, str, str]:
-    if column == "mse_heldout" and ("mse_heldout" not in runs or runs["mse_heldout"].isna().all()):
-        return "mse_all", "MSE, all spots  (↓ better)", ylabel
-    return column, title, ylabel
-
-
-def _alpha_line(ax: Axes, stats: pd.DataFrame, style: tuple[str, str]) -> None:
-    color = model_color(stats["model"].iloc[0], "on")
-    alpha, mean, sd = (stats[c].to_numpy(dtype=float) for c in ("alpha", "mean", "sd"))
-    ax.plot(alpha, mean, color=color, ls=style[0], marker=style[1], ms=4, lw=1.5)
-    if np.isfinite(sd).any():  # a single seed has no sd: no band
-        ax.fill_between(alpha, mean - sd, mean + sd, color=color, alpha=0.18, lw=0)
-
-
-def _figure6_legend(models: list[str], sections: list[str], styles: dict,
-                    several_seeds: bool) -> tuple[list, list[str]]:
-    handles = [Line2D([], [], color=model_color(m, "on"), lw=2) for m in models]
-    labels = [MODEL_LABEL.get(m, m) for m in models]
-    if len(sections) > 1:
-        handles += [Line2D([], [], color="0.3", ls=styles[s][0], marker=styles[s][1], ms=4) for s in sections]
-        labels += [f"section {s}" for s in sections]
-    if several_seeds:
-        handles.append(Patch(color="0.5", alpha=0.3))
-        labels.append("band: ± sd over seeds")
-    return handles, labels

@@ -1,6 +1,8 @@
 """Per-run metrics into one tidy table (and one per latent dimension)."""
 
-from dpst.workflow import atomic_path, collect_runs, logged_to
+from dpst._files import atomic_path
+from dpst_study.jobs import logged_to
+from dpst_study.runs import collect_runs
 
 with logged_to(snakemake.log[0]):
     runs, per_dimension = collect_runs(snakemake.input)

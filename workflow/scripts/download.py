@@ -1,7 +1,7 @@
 """Download one 10x file from the first mirror that serves it verified (size, md5, sha256)."""
 
-from dpst.download import DownloadError, download, mirror_urls
-from dpst.workflow import logged_to
+from dpst_study.download import DownloadError, download, mirror_urls
+from dpst_study.jobs import logged_to
 
 settings = snakemake.config["download"]
 expected = snakemake.params.expected

@@ -2,8 +2,9 @@
 
 import pandas as pd
 
-from dpst.pl import figure5, save_figure
-from dpst.workflow import logged_to
+from dpst.pl import save_figure
+from dpst_study.figures import figure5
+from dpst_study.jobs import logged_to
 
 with logged_to(snakemake.log[0]):
     runs = pd.read_csv(snakemake.input[0], sep="\t")

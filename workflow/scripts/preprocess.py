@@ -2,7 +2,8 @@
 
 from dpst.io import read_spaceranger
 from dpst.pp import describe_preprocessing, preprocess
-from dpst.workflow import USER_ERRORS, atomic_path, logged_to
+from dpst._files import atomic_path
+from dpst_study.jobs import USER_ERRORS, logged_to
 
 section = snakemake.wildcards.section
 with logged_to(snakemake.log[0], expected=USER_ERRORS, context=f"section {section}: "):

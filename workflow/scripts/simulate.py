@@ -1,7 +1,7 @@
 """Simulate a Visium section and write it in the Space Ranger layout."""
 
 from dpst.sim import simulate_section, write_spaceranger
-from dpst.workflow import logged_to
+from dpst_study.jobs import logged_to
 
 with logged_to(snakemake.log[0]):
     adata = simulate_section(**snakemake.params.simulate)

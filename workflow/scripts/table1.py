@@ -3,8 +3,8 @@ and beside the published values."""
 
 import pandas as pd
 
-from dpst.tables import write_table1
-from dpst.workflow import logged_to
+from dpst_study.tables import write_table1
+from dpst_study.jobs import logged_to
 
 with logged_to(snakemake.log[0]):
     runs = pd.read_csv(snakemake.input[0], sep="\t")

@@ -2,7 +2,8 @@
 
 import anndata as ad
 
-from dpst.workflow import USER_ERRORS, logged_to, set_threads, train_run, write_run
+from dpst_study.jobs import USER_ERRORS, logged_to
+from dpst_study.runs import set_threads, train_run, write_run
 
 wc = snakemake.wildcards
 run = f"section {wc.section}, {wc.model} alpha {wc.alpha} seed {wc.seed}: "

@@ -1,4 +1,4 @@
-"""Figures 4-6: files, one ellipse scale, NaN rows skipped, orientation, layout, honest titles, errors."""
+"""The study's Figures 4-6 and the library's ellipse plot: files, one ellipse scale, NaN rows skipped, orientation, layout, honest titles, errors."""
 
 import numpy as np
 import pandas as pd
@@ -7,6 +7,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dpst import pl
+from dpst_study import figures
 from dpst.metrics import local_metric_ellipses
 
 SPACING = 100.0  # micrometres between neighbouring Visium spots
@@ -103,11 +104,11 @@ def test_figure4_draws_every_panel_at_one_scale(monkeypatch, panels, tmp_path):
         return original(ax, df, scale, **kwargs)
 
     original = pl.ellipses
-    monkeypatch.setattr(pl, "ellipses", recording)
-    fig = pl.figure4(panels, title="test")
+    monkeypatch.setattr(figures, "ellipses", recording)
+    fig = figures.figure4(panels, title="test")
     assert len(used) == 2 and used[0] == used[1] == pytest.approx(pl.ellipse_scale(panels.values()))
     used.clear()
-    pl.figure4(panels, common_scale=False)
+    figures.figure4(panels, common_scale=False)
     assert used[0] != pytest.approx(used[1])
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert any("median axis ratio 1.00" in t for t in titles)  # the isotropic panel
@@ -116,7 +117,7 @@ def test_figure4_draws_every_panel_at_one_scale(monkeypatch, panels, tmp_path):
 
 @pytest.mark.parametrize("common_scale", [True, False])
 def test_figure4_panels_are_boxes_of_one_size(panels, common_scale):
-    fig = drawn(pl.figure4(panels, common_scale=common_scale))
+    fig = drawn(figures.figure4(panels, common_scale=common_scale))
     first, second = data_axes_of(fig)
     # the shear panel's ellipses reach further: per-panel limits gave it a larger box
     np.testing.assert_allclose(first.get_position().size, second.get_position().size, rtol=1e-6)
@@ -167,7 +168,7 @@ def figure5_axes(fig: Figure) -> dict[str, object]:
 
 def test_figure5_one_row_per_model_and_files(tmp_path):
     runs = make_runs()
-    fig = pl.figure5(runs, ALPHA_ON)
+    fig = figures.figure5(runs, ALPHA_ON)
     axes = figure5_axes(fig)
     assert sorted(axes) == sorted(f"{c}:{m}" for c in ("mse_heldout", "mse_all") for m in ("vae", "scvi"))
     for model in ("vae", "scvi"):
@@ -179,16 +180,16 @@ def test_figure5_one_row_per_model_and_files(tmp_path):
     assert "mean ± sd over 3 seeds" in fig.get_suptitle()
     assert_files(pl.save_figure(fig, [tmp_path / "f5.png", tmp_path / "f5.pdf"]))
     with pytest.raises(ValueError, match="no runs with alpha = 10"):
-        pl.figure5(runs[runs["alpha"] == 0], ALPHA_ON)
+        figures.figure5(runs[runs["alpha"] == 0], ALPHA_ON)
     with pytest.raises(ValueError, match="lacks column.*mse_all"):
-        pl.figure5(runs.drop(columns="mse_all"), ALPHA_ON)
+        figures.figure5(runs.drop(columns="mse_all"), ALPHA_ON)
 
 
 def test_figure5_gives_each_model_its_own_y_axis():
     """scVI's error 10x VAE's: on one shared axis VAE's bars would be squashed flat."""
     runs = make_runs()
     runs.loc[runs["model"] == "scvi", ["mse_heldout", "mse_all"]] *= 10
-    axes = figure5_axes(drawn(pl.figure5(runs, ALPHA_ON)))
+    axes = figure5_axes(drawn(figures.figure5(runs, ALPHA_ON)))
     vae, scvi = axes["mse_heldout:vae"], axes["mse_heldout:scvi"]
     assert not vae.get_shared_y_axes().joined(vae, scvi)
     tallest_vae = max(b.get_height() for b in vae.patches)
@@ -199,7 +200,7 @@ def test_figure5_gives_each_model_its_own_y_axis():
 
 
 def test_figure5_with_one_seed_claims_no_sd():
-    fig = drawn(pl.figure5(make_runs(seeds=(0,)), ALPHA_ON))
+    fig = drawn(figures.figure5(make_runs(seeds=(0,)), ALPHA_ON))
     title = fig.get_suptitle()
     assert "1 seeds" not in title and "±" not in title and "1 seed" in title
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
@@ -210,7 +211,7 @@ def test_figure5_with_one_seed_claims_no_sd():
 
 
 def test_figure6_symlog_and_files(sweep, tmp_path):
-    fig = pl.figure6(sweep)
+    fig = figures.figure6(sweep)
     data_axes = [ax for ax in fig.axes if ax.get_xscale() == "symlog"]
     assert len(data_axes) == 4  # Moran's I, Geary's C, then the MSE of each model on its own axis
     assert [len(ax.get_lines()) for ax in data_axes[2:]] == [2, 2]  # one model, two sections each
@@ -220,15 +221,15 @@ def test_figure6_symlog_and_files(sweep, tmp_path):
     lines = data_axes[0].get_lines()
     assert len(lines) == 2 * 2 and all(line.get_xdata()[0] == 0.0 for line in lines)
     assert_files(pl.save_figure(fig, tmp_path / "figure6"))
-    single = pl.figure6(sweep, sections=["P1"])
+    single = figures.figure6(sweep, sections=["P1"])
     assert len([ax for ax in single.axes if ax.get_xscale() == "symlog"][0].get_lines()) == 2
     with pytest.raises(ValueError, match="lacks column"):
-        pl.figure6(sweep.drop(columns="moran_I"))
+        figures.figure6(sweep.drop(columns="moran_I"))
 
 
 @pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
 def test_figure6_legend_below_and_title_honest(sweep, seeds):
-    fig = drawn(pl.figure6(sweep[sweep["seed"].isin(seeds)]))
+    fig = drawn(figures.figure6(sweep[sweep["seed"].isin(seeds)]))
     assert_legend_below_axes(fig)
     assert_within_figure(fig)
     title = fig.get_suptitle()

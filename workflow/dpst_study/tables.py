@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._files import atomic_path
+from dpst._files import atomic_path
 
 GROUP_OFF = "Distorted"
 GROUP_ON = "Distance Preserving"
