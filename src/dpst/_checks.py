@@ -15,7 +15,30 @@ def _shown(value) -> str:
 
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int in [minimum, maximum]; bools and floats are refused."""
+    """Check that a parameter is an integer within bounds.
+
+    Parameters
+    ----------
+    name
+        Parameter name, used in the message.
+    value
+        The value given.
+    minimum, maximum
+        Inclusive bounds; None for no bound.
+
+    Returns
+    -------
+    int
+        ``value`` as a Python int.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not an integer (bools and floats such as ``2.0``
+        are refused).
+    ValueError
+        When ``value`` is out of bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {_shown(value)}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
@@ -33,7 +56,33 @@ def check_real(
     at_least: float | None = None,
     below: float | None = None,
 ) -> float:
-    """``value`` as a finite float with ``value > above``, ``>= at_least``, ``< below``."""
+    """Check that a parameter is a finite real number within bounds.
+
+    Parameters
+    ----------
+    name
+        Parameter name, used in the message.
+    value
+        The value given.
+    above
+        Strict lower bound, ``value > above``.
+    at_least
+        Inclusive lower bound, ``value >= at_least``.
+    below
+        Strict upper bound, ``value < below``.
+
+    Returns
+    -------
+    float
+        ``value`` as a Python float.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not a real number (bools and strings are refused).
+    ValueError
+        When ``value`` is NaN, infinite or out of bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {_shown(value)}")
     value = float(value)

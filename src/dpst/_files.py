@@ -10,8 +10,29 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """A temporary name beside ``path`` (same suffix) that becomes ``path`` only when
-    the block succeeds: a crash or a full disk never leaves a partial file at ``path``."""
+    """Write to a temporary name that becomes ``path`` only when the block succeeds.
+
+    The temporary name lies beside ``path``, is hidden and keeps its suffix
+    (writers that pick the format from the suffix still work). When the
+    block raises, the temporary file or folder is removed and ``path`` is
+    left as it was; a crash or a full disk never leaves a partial file at
+    ``path``. A folder already at ``path`` is replaced.
+
+    Parameters
+    ----------
+    path
+        Final path of the file or folder; its parent folder is created.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path to write to.
+
+    Examples
+    --------
+    >>> with atomic_path("results/table.csv") as tmp:
+    ...     frame.to_csv(tmp)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")

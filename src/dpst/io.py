@@ -47,7 +47,12 @@ POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_i
 
 
 class SpaceRangerFormatError(ValueError):
-    """A Space Ranger folder is missing a file or holds a malformed one."""
+    """A Space Ranger folder is missing a file or holds a malformed one.
+
+    The message names the offending file and, where it applies, the line or key.
+    It is a :class:`ValueError`, so code that catches bad input in general
+    catches it too.
+    """
 
 
 # --------------------------------------------------------------------------- #
@@ -220,31 +225,52 @@ def read_spaceranger(
 ) -> ad.AnnData:
     """Read a Space Ranger ``outs/``-like folder into AnnData.
 
+    Both position layouts are read: Space Ranger 1.x's
+    ``tissue_positions_list.csv`` (no header) and 2.x's ``tissue_positions.csv``
+    (with header); the header is recognized by its content, not by the file
+    name. Repeated gene names are made unique. Spots that share a pixel or
+    array position with another spot are kept, with a warning.
+
     Parameters
     ----------
     path
-        Folder with the count matrix and ``spatial/`` (positions, scalefactors,
-        optional PNGs). The matrix may also be named as downloaded,
+        Folder with the count matrix and ``spatial/`` (positions,
+        ``scalefactors_json.json``, optional PNGs). The matrix may also be named
+        as 10x's download pages name it,
         ``{sample_id}_filtered_feature_bc_matrix.h5``.
     count_file
         Matrix file name.
     library_id
-        Key in ``uns["spatial"]``; defaults to the h5's ``library_ids`` attribute,
-        else the download prefix, else the folder name.
+        Key in ``uns["spatial"]``; defaults to the h5's ``library_ids``
+        attribute, else the download prefix, else the folder name (the sample
+        folder for a folder named ``outs``).
 
     Returns
     -------
-    AnnData of in-tissue spots present in the matrix, in matrix order: counts in
-    ``X`` (CSR float32), ``obs`` ``in_tissue``/``array_row``/``array_col``,
-    full-res pixels ``(x, y) = (pxl_col, pxl_row)`` in ``obsm["spatial"]``,
-    ``var["gene_ids"]`` with unique ``var_names``, and
-    ``uns["spatial"][library_id]`` with ``images``, ``scalefactors``, ``metadata``.
+    anndata.AnnData
+        The in-tissue spots present in the matrix, in matrix order: counts in
+        ``X`` (CSR, float32); ``obs`` columns ``in_tissue``, ``array_row``,
+        ``array_col``; full-resolution pixels ``(x, y) = (pxl_col, pxl_row)``
+        in ``obsm["spatial"]``; ``var["gene_ids"]`` with unique ``var_names``;
+        and ``uns["spatial"][library_id]`` with ``images``, ``scalefactors``
+        and ``metadata``.
 
     Raises
     ------
     SpaceRangerFormatError
-        Naming the offending file, when a file is missing or malformed or when
-        matrix and positions share no barcodes.
+        When a file is missing or malformed, when all in-tissue spots sit at
+        one pixel position, or when matrix and positions share no in-tissue
+        barcode. The message names the file.
+
+    See Also
+    --------
+    pixel_calibration : how the pixels of ``obsm["spatial"]`` become micrometres.
+
+    Examples
+    --------
+    >>> import dpst
+    >>> adata = dpst.io.read_spaceranger("V1_Mouse_Brain_Sagittal_Anterior/outs")
+    >>> adata.obsm["spatial"][:2]  # full-resolution pixels, (x, y)
     """
     path = Path(path)
     if not path.is_dir():
@@ -282,7 +308,22 @@ def read_spaceranger(
 
 @dataclass(frozen=True)
 class PixelCalibration:
-    """How full-resolution pixels map to micrometres for one library."""
+    """How full-resolution pixels map to micrometres for one library.
+
+    Returned by :func:`pixel_calibration`.
+
+    Attributes
+    ----------
+    um_per_pixel
+        Micrometres per full-resolution pixel.
+    method
+        ``"grid"`` (from the spacing of grid neighbours) or ``"spot_diameter"``
+        (the fallback, from ``spot_diameter_fullres``).
+    n_grid_pairs
+        Grid-neighbour pairs the grid estimate used; 0 for the fallback.
+    spot_diameter_estimate
+        ``65 / spot_diameter_fullres`` when the scale factor exists, else None.
+    """
 
     um_per_pixel: float
     method: str  # "grid" or "spot_diameter"
@@ -290,11 +331,40 @@ class PixelCalibration:
     spot_diameter_estimate: float | None  # 65 / spot_diameter_fullres, when the scale factor exists
 
     def as_dict(self) -> dict:
+        """The fields as a dict, leaving out those that are None (for JSON and ``uns``).
+
+        Returns
+        -------
+        dict
+            ``{field name: value}``.
+        """
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def grid_neighbor_pairs(array_row, array_col) -> np.ndarray:
-    """Index pairs ``(i, j)`` of spots that are hexagon neighbours on the Visium array, once each."""
+    """Index pairs of spots that are hexagon neighbours on the Visium array.
+
+    On the Visium array a spot's six neighbours lie at
+    ``(array_row, array_col)`` offsets ``(0, +-2)`` and ``(+-1, +-1)``.
+
+    Parameters
+    ----------
+    array_row, array_col
+        Integer array positions of the spots, one entry per spot.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_pairs, 2)`` int64 indices into the spots; each neighbouring pair
+        appears once.
+
+    Examples
+    --------
+    >>> dpst.io.grid_neighbor_pairs([0, 0, 1], [0, 2, 1])  # three mutual neighbours
+    array([[0, 1],
+           [0, 2],
+           [1, 2]])
+    """
     row = np.asarray(array_row, dtype=np.int64)
     col = np.asarray(array_col, dtype=np.int64)
     if row.size == 0:
@@ -358,10 +428,42 @@ def pixel_calibration(
     """Micrometres per full-resolution pixel, with how they were found.
 
     The grid estimate, ``100 / median pixel distance between hexagon
-    neighbours`` (from ``obs["array_row"]``/``obs["array_col"]``), is used when
-    at least three neighbour pairs exist. Otherwise ``65 /
-    spot_diameter_fullres`` is used, with a warning saying why. When both exist
-    and differ by more than 5%, a warning gives both.
+    neighbours`` (neighbours from ``obs["array_row"]``/``obs["array_col"]``,
+    pairs with non-finite pixels left out), is used when at least three
+    neighbour pairs exist. Otherwise ``65 / spot_diameter_fullres`` is used,
+    with a warning saying why. When both exist and differ by more than 5%, a
+    warning gives both and the grid is used.
+
+    Parameters
+    ----------
+    adata
+        Spots with pixel coordinates in ``obsm[spatial_key]`` and a library in
+        ``uns["spatial"]`` (as written by :func:`read_spaceranger`).
+    library_id
+        Library in ``uns["spatial"]`` whose scale factors to read; may be
+        omitted when there is exactly one.
+    spatial_key
+        Key of the pixel coordinates in ``obsm``.
+
+    Returns
+    -------
+    PixelCalibration
+        The scale and how it was found.
+
+    Raises
+    ------
+    KeyError
+        When ``obsm`` has no ``spatial_key``.
+    ValueError
+        When the library is missing or ambiguous, or when neither the grid nor
+        the scale factor gives a scale.
+
+    Examples
+    --------
+    >>> adata = dpst.sim.simulate_section(n_spots=300, n_genes=100)
+    >>> calibration = dpst.io.pixel_calibration(adata)
+    >>> calibration.method, round(calibration.um_per_pixel, 4), calibration.n_grid_pairs
+    ('grid', 0.618, 834)
     """
     library_id, entry = _library(adata, library_id)
     if spatial_key not in adata.obsm:
@@ -391,9 +493,24 @@ def pixel_calibration(
 
 
 def um_per_pixel(adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial") -> float:
-    """Micrometres per full-resolution pixel (see :func:`pixel_calibration`).
+    """Micrometres per full-resolution pixel.
 
-    ``library_id`` may be omitted when ``uns["spatial"]`` holds one library.
+    The number of :func:`pixel_calibration`, without how it was found.
+
+    Parameters
+    ----------
+    adata
+        Spots with pixel coordinates and a library in ``uns["spatial"]``.
+    library_id
+        Library whose scale factors to read; may be omitted when
+        ``uns["spatial"]`` holds one library.
+    spatial_key
+        Key of the pixel coordinates in ``obsm``.
+
+    Returns
+    -------
+    float
+        Micrometres per pixel.
     """
     return pixel_calibration(adata, library_id, spatial_key).um_per_pixel
 
@@ -401,8 +518,28 @@ def um_per_pixel(adata: ad.AnnData, library_id: str | None = None, spatial_key: 
 def spatial_um(adata: ad.AnnData, spatial_key: str = "spatial", library_id: str | None = None) -> np.ndarray:
     """Spot coordinates in micrometres: pixels times :func:`um_per_pixel`.
 
-    Both axes share one factor; never standardize them separately, that would
-    bend distances. A missing ``spatial_key`` raises KeyError (in :func:`pixel_calibration`).
+    Both axes share one factor. Standardizing the two axes separately would
+    bend distances, so this is the conversion to use.
+
+    Parameters
+    ----------
+    adata
+        Spots with pixel coordinates and a library in ``uns["spatial"]``.
+    spatial_key
+        Key of the pixel coordinates in ``obsm``.
+    library_id
+        Library whose scale factors to read; may be omitted when
+        ``uns["spatial"]`` holds one library.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``obsm[spatial_key]`` in micrometres, float64, same shape.
+
+    Raises
+    ------
+    KeyError
+        When ``obsm`` has no ``spatial_key`` (raised by :func:`pixel_calibration`).
     """
     factor = um_per_pixel(adata, library_id, spatial_key)
     return np.asarray(adata.obsm[spatial_key], dtype=float) * factor

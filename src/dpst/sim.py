@@ -6,6 +6,9 @@ Visium: 78 x 128 array positions with ``(array_row + array_col)`` even, spot
 centres 100 um apart (two columns apart in a row; rows ``100 * sqrt(3) / 2`` um
 apart), spot diameter 55 um. Scale factors follow Space Ranger's convention:
 ``spot_diameter_fullres`` is the pixel width of a theoretical 65 um spot.
+
+``VISIUM_ROWS`` and ``VISIUM_COLS`` (78 and 128) are the size of the simulated
+array.
 """
 
 from __future__ import annotations
@@ -53,14 +56,38 @@ _NUCLEOTIDES = np.array(list("ACGT"))
 # geometry
 # --------------------------------------------------------------------------- #
 def visium_grid(n_rows: int = VISIUM_ROWS, n_cols: int = VISIUM_COLS) -> tuple[np.ndarray, np.ndarray]:
-    """All array positions ``(array_row, array_col)`` of a Visium grid, row-major."""
+    """All array positions of a Visium grid, row-major.
+
+    Parameters
+    ----------
+    n_rows, n_cols
+        Size of the array; the positions kept are those with
+        ``array_row + array_col`` even, as on the Visium hexagonal grid.
+
+    Returns
+    -------
+    array_row, array_col : numpy.ndarray
+        Integer positions, one entry per spot.
+    """
     rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
     keep = (rows + cols) % 2 == 0
     return rows[keep], cols[keep]
 
 
 def grid_to_um(array_row: np.ndarray, array_col: np.ndarray) -> np.ndarray:
-    """Array positions to (x, y) micrometres on the capture area."""
+    """Array positions to ``(x, y)`` micrometres on the capture area.
+
+    Parameters
+    ----------
+    array_row, array_col
+        Integer array positions.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` float coordinates: columns are 50 um apart, rows
+        ``50 * sqrt(3)`` um, so hexagon neighbours are 100 um apart.
+    """
     return np.column_stack([array_col * COL_STEP_UM, array_row * ROW_STEP_UM]).astype(float)
 
 
@@ -196,6 +223,14 @@ def simulate_section(
 ) -> ad.AnnData:
     """Simulate one Visium section with layered domains and smooth gradients.
 
+    The tissue is a blob of exactly ``n_spots`` grid positions cut into curved,
+    layer-like domains. Each gene is a marker of one domain (3- to 6-fold up
+    there), a smooth gradient across the tissue or background. Counts are
+    negative binomial around each spot's expression times a log-normal
+    library size. The result looks like :func:`dpst.io.read_spaceranger`'s
+    output, so it can be passed to :func:`dpst.pp.preprocess` or written to
+    disk with :func:`write_spaceranger`.
+
     Parameters
     ----------
     n_spots
@@ -214,12 +249,28 @@ def simulate_section(
 
     Returns
     -------
-    AnnData with integer counts in ``X`` (CSR, float32), ``obs`` columns
-    ``in_tissue``, ``array_row``, ``array_col``, ``domain``, full-resolution pixel
-    coordinates ``(x, y)`` in ``obsm["spatial"]``, ``var["gene_ids"]``,
-    ``var["feature_types"]``, the simulated pattern of each gene in
-    ``var["sim_pattern"]``/``var["sim_domain"]`` and the squidpy-style
-    ``uns["spatial"][library_id]`` (lowres image, scalefactors).
+    anndata.AnnData
+        Integer counts in ``X`` (CSR, float32); ``obs`` columns ``in_tissue``,
+        ``array_row``, ``array_col`` and ``domain``; full-resolution pixel
+        coordinates ``(x, y)`` in ``obsm["spatial"]``; ``var["gene_ids"]``,
+        ``var["feature_types"]`` and the simulated pattern of each gene in
+        ``var["sim_pattern"]``/``var["sim_domain"]``; and the squidpy-style
+        ``uns["spatial"]["sim_seed{seed}"]`` with a low-resolution image and
+        the scale factors.
+
+    Raises
+    ------
+    ValueError
+        When ``n_spots`` is outside ``[1, 4992]``, ``n_genes`` or ``n_domains``
+        is not positive, or there are more domains than spots.
+
+    Examples
+    --------
+    >>> adata = dpst.sim.simulate_section(n_spots=3000, n_genes=2000, seed=1)
+    >>> adata.shape
+    (3000, 2000)
+    >>> adata.obs["domain"].cat.categories.tolist()
+    ['L1', 'L2', 'L3', 'L4', 'L5']
     """
     rows, cols = visium_grid()
     if not 1 <= n_spots <= len(rows):
@@ -446,7 +497,25 @@ def write_spaceranger(
 
     Returns
     -------
-    The path of ``outdir``.
+    pathlib.Path
+        The path of ``outdir``.
+
+    Raises
+    ------
+    FileExistsError
+        When ``outdir`` exists and is not an empty folder.
+    ValueError
+        When ``X`` does not hold non-negative integer counts, ``uns["spatial"]``
+        does not hold exactly one library with ``spot_diameter_fullres``, two
+        spots share an array position, or ``positions`` is neither ``"v1"``
+        nor ``"v2"``.
+
+    Examples
+    --------
+    >>> adata = dpst.sim.simulate_section(n_spots=500, n_genes=200)
+    >>> outs = dpst.sim.write_spaceranger(adata, "sim_section/outs")
+    >>> dpst.io.read_spaceranger(outs).shape
+    (500, 200)
     """
     outdir = Path(outdir)
     if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):

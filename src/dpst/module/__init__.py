@@ -1,8 +1,8 @@
 """Torch modules: shared encoder/decoder blocks, the two backbones, the penalty.
 
 Each backbone is a :class:`VAEModule`: ``inference`` (encoder), ``generative``
-(decoder) and ``loss`` (per-spot negative ELBO terms). The
-:class:`DistortionPenalty` acts on latent codes and spatial distances only and
+(decoder) and ``loss_terms`` (per-spot negative ELBO terms). The
+:class:`DistortionPenalty` acts on latent and spatial distances only and
 knows nothing of the backbone.
 """
 

@@ -10,6 +10,19 @@ class HiddenLayers(nn.Sequential):
     """``n_layers`` x (Linear -> BatchNorm -> ReLU -> Dropout).
 
     BatchNorm momentum 0.01 and eps 1e-3 follow scvi-tools, so our scVI matches it.
+
+    Parameters
+    ----------
+    n_in
+        Input features.
+    n_hidden
+        Units of each layer.
+    n_layers
+        Number of layers.
+    dropout_rate
+        Dropout after each layer; 0 adds no dropout layer.
+    use_batch_norm
+        Add batch normalization after each linear layer.
     """
 
     def __init__(
@@ -32,7 +45,21 @@ class HiddenLayers(nn.Sequential):
 
 
 class Encoder(nn.Module):
-    """Gaussian posterior q(z | x) = N(mean, var) with reparameterized sampling."""
+    """Gaussian posterior q(z | x) = N(mean, var) with reparameterized sampling.
+
+    :class:`HiddenLayers`, then one linear layer for the mean and one for the
+    log-variance. The variance is floored at ``VAR_EPS`` = 1e-4, as in
+    scvi-tools.
+
+    Parameters
+    ----------
+    n_in
+        Input features.
+    n_latent
+        Dimension of the latent space.
+    n_hidden, n_layers, dropout_rate, use_batch_norm
+        Passed to :class:`HiddenLayers`.
+    """
 
     # Floor on the posterior variance, as in scvi-tools, keeps log-variances finite.
     VAR_EPS = 1e-4
@@ -52,6 +79,18 @@ class Encoder(nn.Module):
         self.log_var = nn.Linear(n_hidden, n_latent)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Posterior of a batch, and one sample from it.
+
+        Parameters
+        ----------
+        x
+            ``(n, n_in)`` input.
+
+        Returns
+        -------
+        qz_mean, qz_var, z : torch.Tensor
+            Mean, variance and a reparameterized sample, each ``(n, n_latent)``.
+        """
         h = self.hidden(x)
         qz_mean = self.mean(h)
         qz_var = torch.exp(self.log_var(h)) + self.VAR_EPS

@@ -11,9 +11,16 @@ from ._likelihoods import gaussian_log_prob
 
 
 class GaussianVAEModule(VAEModule):
-    """Input: log1p of counts normalized to 1e4 (highly variable genes).
+    """The Gaussian VAE backbone of :class:`dpst.DPVAE`.
 
-    Decoder: hidden layers -> linear mean; one learned variance per gene.
+    Input: log1p of counts normalized to 1e4 (highly variable genes).
+    Decoder: hidden layers (no dropout), then a linear mean; one learned
+    variance per gene.
+
+    Parameters
+    ----------
+    n_input, n_latent, n_hidden, n_layers, dropout_rate
+        As for :class:`VAEModule`.
     """
 
     def __init__(self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1,
@@ -24,10 +31,26 @@ class GaussianVAEModule(VAEModule):
         self.log_var = nn.Parameter(torch.zeros(n_input))
 
     def generative(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode ``z``.
+
+        Parameters
+        ----------
+        z
+            ``(n, n_latent)`` latent codes.
+        x
+            Not used; the signature is shared with the other backbone.
+
+        Returns
+        -------
+        dict
+            ``mean`` and ``log_var``, each ``(n, n_input)``.
+        """
         return {"mean": self.mean(self.decoder(z)), "log_var": self.log_var.expand(len(z), -1)}
 
     def log_likelihood(self, x: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Elementwise Gaussian log-density of ``x`` (see :func:`gaussian_log_prob`)."""
         return gaussian_log_prob(x, gen["mean"], gen["log_var"])
 
     def log_normalized(self, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The decoder mean: the input is already log-normalized."""
         return gen["mean"]

@@ -12,20 +12,57 @@ from .._checks import check_real
 
 
 def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
-    """Euclidean distances of the pairs ``edges`` (E, 2), or of all pairs in
-    ``torch.pdist`` order (row-major upper triangle) when ``edges`` is None."""
+    """Euclidean distances of pairs of rows.
+
+    Parameters
+    ----------
+    x
+        ``(n, d)`` points (latent codes or coordinates).
+    edges
+        ``(E, 2)`` row indices of the pairs; None for every pair.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(E,)`` distances, or with ``edges=None`` the ``n (n - 1) / 2``
+        distances of all pairs in ``torch.pdist`` order (row-major upper
+        triangle).
+    """
     if edges is None:
         return F.pdist(x)
     return torch.linalg.vector_norm(x[edges[:, 0]] - x[edges[:, 1]], dim=-1)
 
 
 class DistortionPenalty(nn.Module):
-    """``sum_e w_e |d_z(e) - lam * d_s(e)| / denominator`` over pairs e of G.
+    """The distortion penalty, ``sum_e w_e abs(d_z(e) - lam * d_s(e)) / denominator``.
 
-    ``lam = exp(log_lam)`` stays positive. It is learned unless ``learn_lam`` is
-    False; unless a value is given it is set from the data by
-    :meth:`initialize_lam` (median of d_z / d_s over the pairs) when the penalty
-    switches on.
+    The sum runs over the pairs e of the graph G. ``lam = exp(log_lam)``
+    stays positive. It is learned unless ``learn_lam`` is False; unless a
+    value is given it is set from the data by :meth:`initialize_lam` (median
+    of d_z / d_s over the pairs) when the penalty switches on. The module sees
+    distances only, so it works with any backbone.
+
+    Parameters
+    ----------
+    lam
+        Starting (or, with ``learn_lam=False``, fixed) scale; None to set it
+        from the data.
+    learn_lam
+        Learn lam jointly with the network.
+
+    Raises
+    ------
+    ValueError
+        When ``lam`` is not a positive finite number, or ``learn_lam`` is False
+        without a ``lam``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> penalty = dpst.module.DistortionPenalty(lam=2.0, learn_lam=False)
+    >>> dz, ds = torch.tensor([2.0, 5.0]), torch.tensor([1.0, 2.0])
+    >>> penalty(dz, ds, weights=None, denominator=2.0)  # (|2 - 2| + |5 - 4|) / 2
+    tensor(0.5000)
     """
 
     def __init__(self, lam: float | None = None, learn_lam: bool = True):
@@ -40,11 +77,22 @@ class DistortionPenalty(nn.Module):
 
     @property
     def lam(self) -> float:
+        """The current scale, ``exp(log_lam)``."""
         return float(torch.exp(self.log_lam.detach()))
 
     @torch.no_grad()
     def initialize_lam(self, dz: torch.Tensor, ds: torch.Tensor) -> None:
-        """Set lam to the median ratio d_z / d_s, unless it was given or already set."""
+        """Set lam to the median ratio d_z / d_s, unless it was given or already set.
+
+        Pairs whose ratio is not positive and finite are left out. Called with
+        no pairs (a minibatch without edges) it waits for the next call; when
+        no pair has a usable ratio it keeps lam with a warning.
+
+        Parameters
+        ----------
+        dz, ds
+            Latent and spatial distances of the same pairs.
+        """
         if bool(self.initialized) or len(dz) == 0:  # a minibatch without pairs: try the next one
             return
         ratio = dz / ds
@@ -65,9 +113,23 @@ class DistortionPenalty(nn.Module):
         weights: torch.Tensor | None,
         denominator: float,
     ) -> torch.Tensor:
-        """Penalty from latent distances ``dz`` and spatial distances ``ds`` of the same pairs.
+        """The penalty of a set of pairs.
 
-        ``weights`` may fold in a sampling correction (minibatches); ``None`` means 1.
+        Parameters
+        ----------
+        dz, ds
+            ``(E,)`` latent and spatial distances of the same pairs.
+        weights
+            ``(E,)`` pair weights, which may fold in a sampling correction
+            (minibatches); None means 1.
+        denominator
+            Normalizer of the weighted sum, for example
+            :meth:`dpst.graph.SpatialGraph.denominator`.
+
+        Returns
+        -------
+        torch.Tensor
+            The penalty, a scalar that carries gradients to ``dz`` and ``log_lam``.
         """
         gap = torch.abs(dz - torch.exp(self.log_lam) * ds)
         total = gap.sum() if weights is None else (weights * gap).sum()
