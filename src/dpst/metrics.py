@@ -54,11 +54,28 @@ def latent_pair_distances(latent: np.ndarray, graph: SpatialGraph) -> np.ndarray
 
 
 def optimal_lam(dz: np.ndarray, ds: np.ndarray, weights: np.ndarray) -> float:
-    """The lam minimizing sum w |dz - lam ds|: the median of dz/ds weighted by w * ds."""
+    """The lam minimizing ``sum w |dz - lam ds|``: the median of ``dz / ds`` weighted by ``w * ds``.
+
+    ``sum w |dz - lam ds| = sum (w ds) |dz / ds - lam|``, minimized by a weighted
+    median; ``inverted_cdf`` takes the smallest ratio at which the cumulative mass
+    reaches half, a ratio of one of the pairs.
+
+    Parameters
+    ----------
+    dz
+        ``(E,)`` latent distances of the pairs.
+    ds
+        ``(E,)`` spatial distances of the pairs, all positive.
+    weights
+        ``(E,)`` non-negative pair weights.
+
+    Returns
+    -------
+    float
+        The minimizing lam.
+    """
     ratio, mass = dz / ds, weights * ds
-    order = np.argsort(ratio)
-    cumulative = np.cumsum(mass[order])
-    return float(ratio[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+    return float(np.quantile(ratio, 0.5, weights=mass, method="inverted_cdf"))
 
 
 def distortion(

@@ -26,10 +26,9 @@ import scipy.sparse as sp
 import torch
 
 from .graph import SpatialGraph, spatial_graph
-from .io import spatial_um
 from ._checks import check_int
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
-from .pp import is_raw_counts, stored_values
+from .pp import is_raw_counts, read_penalty_graph, spatial_coordinates, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
 # With `pairs` normalization and the sampled latent, alpha=100 is where the
@@ -46,33 +45,94 @@ class ModelFileError(ValueError):
     """A saved model folder holds a file that is unreadable, corrupt or unsafe to load."""
 
 
-def spatial_coordinates(
-    adata: ad.AnnData, spatial_key: str = "spatial", unit: Literal["auto", "pixel", "um"] = "auto"
-) -> np.ndarray:
-    """Spot coordinates in micrometres.
+# The constructor's parameters, documented once and placed into the docstrings of
+# DPVAE and DPSCVI (where Sphinx autodoc and help() show them).
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    adata
+        Spots x genes, with spot coordinates in ``obsm[spatial_key]``. The model
+        keeps a reference to it (no copy).
+    layer
+        Where the model input is: a key of ``adata.layers``, None for ``adata.X``,
+        or ``"default"`` for the class's default (%(default_input)s).
+    spatial_key
+        Key of the spot coordinates in ``adata.obsm``.
+    coordinate_unit
+        ``"auto"``, ``"pixel"`` or ``"um"``: how ``obsm[spatial_key]`` becomes
+        micrometres (see :func:`dpst.pp.spatial_coordinates`).
+    n_latent
+        Dimension of the latent space.
+    n_hidden
+        Units per hidden layer of the encoder and the decoder.
+    n_layers
+        Hidden layers of the encoder and of the decoder.
+    dropout_rate
+        Dropout of the encoder's hidden layers (the decoder has none).
+    alpha
+        Weight of the distortion penalty; 0 trains the plain backbone.
+    graph
+        Kind of the penalty's pair graph G: ``"knn"``, ``"radius"``,
+        ``"gaussian"`` or ``"all"`` (see :func:`dpst.graph.spatial_graph`).
+        Ignored with ``graph_key``.
+    n_neighbors
+        k of the ``knn`` graph (18: the first three rings of the Visium grid).
+        Ignored with ``graph_key``.
+    radius
+        Radius of the ``radius`` graph, in micrometres. Ignored with ``graph_key``.
+    sigma
+        Width of the ``gaussian`` graph's weights, in micrometres. Ignored with ``graph_key``.
+    graph_key
+        Key under which :func:`dpst.pp.penalty_graph` stored G in ``adata``
+        (``"dpst_penalty"`` by default there); the model then uses that graph and
+        ignores ``graph``, ``n_neighbors``, ``radius`` and ``sigma``, recording the
+        stored graph's kind and parameters in ``init_params`` instead. None
+        (default): the model builds G itself from those four arguments, the same
+        graph to the bit as :func:`dpst.pp.penalty_graph` with the same settings.
+    normalization
+        ``"pairs"`` divides the penalty by the sum of G's weights, ``"n2"`` by
+        ``N^2 / 2`` (the study's ``1 / N^2`` over ordered pairs).
+    penalty_latent
+        Latent codes the penalty measures: ``"sample"`` (the sampled z) or
+        ``"mean"`` (the posterior mean).
+    lam
+        Scale between latent and spatial distances. None: set at the first step
+        to the median ratio ``d_z / d_s`` of the pairs.
+    learn_lam
+        Learn lam with the network; False keeps it fixed (then ``lam`` is required).
+    penalty_warmup_epochs
+        Epochs trained without the penalty before it is switched on.
+    seed
+        Seed of the weights' initialization and, unless :meth:`train` is given
+        another, of training. A fixed seed gives identical results on CPU.
+    **module_kwargs
+        Further arguments of the torch module%(module_kwargs)s.
 
-    ``auto``: ``obsm[spatial_key]`` is in full-resolution pixels when Visium
-    scale factors are in ``uns['spatial']`` (scanpy/squidpy convention) and is
-    converted with :func:`dpst.io.um_per_pixel` (calibrated on the spot grid:
-    Visium spot centres are 100 um apart); without scale factors the
-    coordinates are taken as micrometres.
-    """
-    if spatial_key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)}); "
-            "pass spatial_key= the key of the spot coordinates"
-        )
-    if unit not in ("auto", "pixel", "um"):
-        raise ValueError(f"coordinate unit must be 'auto', 'pixel' or 'um', got {unit!r}")
-    if unit == "um" or (unit == "auto" and not adata.uns.get("spatial")):
-        coords = adata.obsm[spatial_key]
-    else:
-        coords = spatial_um(adata, spatial_key)  # the one place the unit conversion lives
-    return np.asarray(coords, dtype=np.float64)[:, :2]
+    Raises
+    ------
+    KeyError
+        ``spatial_key``, ``layer`` or ``graph_key`` is missing from ``adata``.
+    ValueError
+        Bad settings or input (one line naming the parameter), or a stored graph
+        whose size or distances do not match ``adata``.
+"""
+
+
+def _with_parameters(default_input: str, module_kwargs: str):
+    """Put the constructor's parameters into a model class's docstring."""
+    def document(cls):
+        cls.__doc__ = cls.__doc__.replace("%(parameters)s", _PARAMETERS_DOC.strip("\n") % {
+            "default_input": default_input, "module_kwargs": module_kwargs,
+        })
+        return cls
+    return document
 
 
 class _DPModel:
-    """What DPVAE and DPSCVI share; subclasses set the module and the input."""
+    """What DPVAE and DPSCVI share; subclasses set the module and the input.
+
+    The constructor's parameters are documented on :class:`DPVAE` and :class:`DPSCVI`.
+    """
 
     module_class: type[VAEModule]
     default_layer: str | None = None
@@ -93,6 +153,7 @@ class _DPModel:
         n_neighbors: int = 18,
         radius: float = 250.0,
         sigma: float = 100.0,
+        graph_key: str | None = None,
         normalization: Literal["pairs", "n2"] = "pairs",
         penalty_latent: Literal["sample", "mean"] = "sample",
         lam: float | None = None,
@@ -120,9 +181,12 @@ class _DPModel:
                 f"adata.obsm[{spatial_key!r}] has NaN or infinite coordinates for {bad.sum()} of "
                 f"{adata.n_obs} spots (first: {adata.obs_names[bad][0]!r})"
             )
-        self.graph: SpatialGraph = spatial_graph(
-            self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
-        )
+        if graph_key is None:
+            self.graph: SpatialGraph = spatial_graph(
+                self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
+            )
+        else:
+            self.graph = self._stored_graph(adata, graph_key)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = self.module_class(
@@ -136,6 +200,22 @@ class _DPModel:
         self.is_trained = False
 
     # ----------------------------------------------------------------- data
+    def _stored_graph(self, adata: ad.AnnData, graph_key: str) -> SpatialGraph:
+        """G from :func:`dpst.pp.penalty_graph`'s ``graph_key``, checked against the model's coordinates."""
+        stored = read_penalty_graph(adata, graph_key)
+        # a graph built on other coordinates (another spatial_key or unit) would pair the
+        # penalty's latent distances with distances of another geometry
+        own = np.linalg.norm(self.coords[stored.edges[:, 0]] - self.coords[stored.edges[:, 1]], axis=1)
+        if not np.allclose(own, stored.distances, rtol=1e-9, atol=0):
+            raise ValueError(
+                f"graph {graph_key!r}: its distances are not those of the model's coordinates "
+                f"(obsm[{self.spatial_key!r}] in micrometres); build it with dpst.pp.penalty_graph(adata, "
+                f"spatial_key={self.spatial_key!r}, coordinate_unit={self.coordinate_unit!r})"
+            )
+        # the record says which graph was used, not the construction defaults it ignored
+        self.init_params.update(graph=stored.kind, **stored.params)
+        return stored
+
     def _input(self, adata: ad.AnnData):
         if self.layer is None:
             return adata.X
@@ -426,8 +506,21 @@ def _stored_spot_positions(adata: ad.AnnData, stored_names: list[str], path: Pat
     return positions
 
 
+@_with_parameters("``adata.X``", ": none for DPVAE (an unknown name raises TypeError)")
 class DPVAE(_DPModel):
-    """Gaussian VAE on log-normalized expression (``adata.X`` by default)."""
+    """Gaussian VAE on log-normalized expression, with the distance-preserving penalty.
+
+    The input (``adata.X`` by default) must be log1p of normalized counts, as
+    :func:`dpst.pp.preprocess` writes it.
+
+%(parameters)s
+
+    Examples
+    --------
+    >>> dpst.pp.penalty_graph(adata)  # doctest: +SKIP
+    >>> model = dpst.DPVAE(adata, graph_key="dpst_penalty").train()  # doctest: +SKIP
+    >>> model.write_results()  # obsm["X_dpvae"], uns["X_dpvae"]  # doctest: +SKIP
+    """
 
     module_class = GaussianVAEModule
     default_layer = None
@@ -445,8 +538,23 @@ class DPVAE(_DPModel):
         return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
 
 
+@_with_parameters(
+    "``adata.layers['counts']``",
+    ": ``likelihood``, ``\"zinb\"`` (default) or ``\"nb\"``",
+)
 class DPSCVI(_DPModel):
-    """scVI (ZINB, or NB with ``likelihood='nb'``) on raw counts (``layers['counts']``)."""
+    """scVI (ZINB, or NB with ``likelihood='nb'``) on raw counts, with the distance-preserving penalty.
+
+    The input (``adata.layers['counts']`` by default) must hold raw counts.
+
+%(parameters)s
+
+    Examples
+    --------
+    >>> dpst.pp.penalty_graph(adata)  # doctest: +SKIP
+    >>> model = dpst.DPSCVI(adata, graph_key="dpst_penalty").train()  # doctest: +SKIP
+    >>> model.write_results()  # obsm["X_dpscvi"], uns["X_dpscvi"]  # doctest: +SKIP
+    """
 
     module_class = SCVIModule
     default_layer = "counts"

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
 from ._checks import check_int, check_real
+from .graph import GraphKind, SpatialGraph, spatial_graph
 from .io import SPOT_SPACING_UM, pixel_calibration
 
-__all__ = ["describe_preprocessing", "grid_neighbors", "is_raw_counts", "preprocess", "stored_values"]
+__all__ = [
+    "describe_preprocessing",
+    "grid_neighbors",
+    "is_raw_counts",
+    "penalty_graph",
+    "preprocess",
+    "read_penalty_graph",
+    "spatial_coordinates",
+    "stored_values",
+]
+
+CoordinateUnit = Literal["auto", "pixel", "um"]
+COORDINATE_UNITS = ("auto", "pixel", "um")
+# what dpst.pp.penalty_graph writes; the models' graph_key default when they are given one
+PENALTY_GRAPH_KEY = "dpst_penalty"
 
 MT_PREFIXES = ("mt-", "MT-")
 MIN_GENES_SEURAT_V3 = 20
@@ -230,3 +246,224 @@ def describe_preprocessing(adata: ad.AnnData) -> str:
         else "from 65 um / spot_diameter_fullres (the grid could not be used)"
     )
     return f"{genes}\ncoordinates: {calibration['um_per_pixel']:.5g} um per full-resolution pixel, {how}"
+
+
+# --------------------------------------------------------------------------- #
+# coordinates in micrometres and the penalty's pair graph G
+# --------------------------------------------------------------------------- #
+def _micrometre_coordinates(
+    adata: ad.AnnData, spatial_key: str, unit: CoordinateUnit
+) -> tuple[np.ndarray, dict]:
+    """``(N, 2)`` float64 micrometre coordinates and a record of how they were obtained."""
+    if spatial_key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)}); "
+            "pass spatial_key= the key of the spot coordinates"
+        )
+    if unit not in COORDINATE_UNITS:
+        raise ValueError(f"coordinate_unit must be 'auto', 'pixel' or 'um', got {unit!r}")
+    if unit == "um" or (unit == "auto" and not adata.uns.get("spatial")):
+        coords = adata.obsm[spatial_key]
+        record = {"spatial_key": spatial_key, "coordinate_unit": unit, "conversion": "none (taken as micrometres)"}
+    else:
+        calibration = pixel_calibration(adata, spatial_key=spatial_key)
+        # the arithmetic of dpst.io.spatial_um, so the result is the same to the bit
+        coords = np.asarray(adata.obsm[spatial_key], dtype=float) * calibration.um_per_pixel
+        record = {"spatial_key": spatial_key, "coordinate_unit": unit,
+                  "conversion": "full-resolution pixels x um_per_pixel", **calibration.as_dict()}
+    return np.asarray(coords, dtype=np.float64)[:, :2], record
+
+
+def spatial_coordinates(
+    adata: ad.AnnData, spatial_key: str = "spatial", unit: CoordinateUnit = "auto"
+) -> np.ndarray:
+    """Spot coordinates in micrometres, as the models and :func:`penalty_graph` use them.
+
+    Parameters
+    ----------
+    adata
+        Spots with coordinates in ``obsm[spatial_key]`` (the first two columns are used).
+    spatial_key
+        Key of the coordinates in ``adata.obsm``.
+    unit
+        ``"auto"``: the coordinates are full-resolution pixels when Visium scale
+        factors are in ``uns["spatial"]`` (the scanpy/squidpy convention) and are
+        converted with :func:`dpst.io.pixel_calibration` (calibrated on the spot
+        grid: Visium spot centres are 100 um apart); without scale factors they are
+        taken as micrometres. ``"pixel"`` always converts, ``"um"`` never does.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_obs, 2)`` float64 coordinates in micrometres.
+
+    Raises
+    ------
+    KeyError
+        ``spatial_key`` is not in ``adata.obsm``.
+    ValueError
+        ``unit`` is not one of ``auto``, ``pixel``, ``um``, or pixels cannot be calibrated.
+    """
+    return _micrometre_coordinates(adata, spatial_key, unit)[0]
+
+
+def _graph_matrix(graph: SpatialGraph, values: np.ndarray) -> sp.csr_matrix:
+    """Symmetric CSR matrix holding ``values`` at each pair (i, j) and (j, i)."""
+    rows = np.concatenate([graph.edges[:, 0], graph.edges[:, 1]])
+    cols = np.concatenate([graph.edges[:, 1], graph.edges[:, 0]])
+    matrix = sp.csr_matrix((np.concatenate([values, values]), (rows, cols)), shape=(graph.n_obs, graph.n_obs))
+    matrix.sort_indices()
+    return matrix
+
+
+def penalty_graph(
+    adata: ad.AnnData,
+    graph: GraphKind = "knn",
+    *,
+    n_neighbors: int = 18,
+    radius: float = 250.0,
+    sigma: float = 100.0,
+    spatial_key: str = "spatial",
+    coordinate_unit: CoordinateUnit = "auto",
+    key_added: str = PENALTY_GRAPH_KEY,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Build the distortion penalty's pair graph G and store it in ``adata``, as squidpy stores its graphs.
+
+    G is built by :func:`dpst.graph.spatial_graph` on the coordinates in
+    micrometres (:func:`spatial_coordinates`), exactly as the models build it
+    when they are not given a stored graph. The arguments have the names and
+    defaults of the model constructors' arguments, so the same settings can be
+    passed to both.
+
+    Parameters
+    ----------
+    adata
+        Spots with coordinates in ``obsm[spatial_key]``.
+    graph
+        ``"knn"`` (symmetrized k nearest neighbours), ``"radius"`` (pairs closer
+        than ``radius``), ``"gaussian"`` (weights ``exp(-d^2 / 2 sigma^2)`` within
+        ``3 sigma``) or ``"all"`` (every pair; small sections only).
+    n_neighbors
+        k of ``knn``. 18 covers the first three rings of the Visium grid.
+    radius
+        Radius of ``radius``, in micrometres.
+    sigma
+        Width of ``gaussian``, in micrometres.
+    spatial_key
+        Key of the coordinates in ``adata.obsm``.
+    coordinate_unit
+        ``"auto"``, ``"pixel"`` or ``"um"``: see :func:`spatial_coordinates`.
+    key_added
+        Prefix of the keys written (see Returns).
+    copy
+        Return a copy of ``adata`` with the graph instead of writing into ``adata``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy when ``copy=True``, else None. Writes
+
+        - ``obsp[f"{key_added}_connectivities"]``: symmetric CSR matrix of the
+          pair weights w_ij (float64), each pair at (i, j) and (j, i);
+        - ``obsp[f"{key_added}_distances"]``: the pairs' distances in micrometres,
+          with the same sparsity pattern;
+        - ``uns[key_added]``: ``connectivities_key``, ``distances_key``, ``graph``
+          (the kind), ``params`` (the kind's parameters), ``unit`` (``"um"``),
+          ``n_edges`` (pairs, each once) and ``coordinates`` (the spatial key,
+          the unit asked for and how micrometres were obtained).
+
+    Raises
+    ------
+    KeyError
+        ``spatial_key`` is not in ``adata.obsm``.
+    ValueError
+        Bad graph settings or coordinates (one line naming the parameter).
+
+    Examples
+    --------
+    >>> dpst.pp.penalty_graph(adata, graph="radius", radius=250.0)  # doctest: +SKIP
+    >>> model = dpst.DPVAE(adata, graph_key="dpst_penalty")  # doctest: +SKIP
+    """
+    adata = adata.copy() if copy else adata
+    coords, coordinates = _micrometre_coordinates(adata, spatial_key, coordinate_unit)
+    built = spatial_graph(coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma)
+    connectivities_key, distances_key = f"{key_added}_connectivities", f"{key_added}_distances"
+    adata.obsp[connectivities_key] = _graph_matrix(built, built.weights)
+    adata.obsp[distances_key] = _graph_matrix(built, built.distances)
+    adata.uns[key_added] = {
+        "connectivities_key": connectivities_key,
+        "distances_key": distances_key,
+        "graph": built.kind,
+        "params": dict(built.params),
+        "unit": "um",
+        "n_edges": built.n_edges,
+        "coordinates": coordinates,
+    }
+    return adata if copy else None
+
+
+def read_penalty_graph(adata: ad.AnnData, key: str = PENALTY_GRAPH_KEY) -> SpatialGraph:
+    """The pair graph G that :func:`penalty_graph` stored under ``key``, as a :class:`~dpst.graph.SpatialGraph`.
+
+    The pairs come back in the order :func:`dpst.graph.spatial_graph` gives them
+    (``i < j``, sorted), with the same weights and distances to the bit, so a model
+    trained on the stored graph gives the result of one that builds it itself.
+
+    Parameters
+    ----------
+    adata
+        The AnnData holding the graph.
+    key
+        The ``key_added`` the graph was stored under.
+
+    Returns
+    -------
+    dpst.graph.SpatialGraph
+        Pairs, weights, distances (micrometres), ``kind`` and ``params``.
+
+    Raises
+    ------
+    KeyError
+        ``uns[key]`` or one of its ``obsp`` matrices is missing.
+    ValueError
+        The stored graph is not a dpst penalty graph in micrometres, or its size
+        does not match ``adata.n_obs``, or its two matrices disagree.
+    """
+    record = adata.uns.get(key)
+    if not isinstance(record, dict) or record.get("unit") != "um" or "graph" not in record:
+        found = "missing" if key not in adata.uns else "not a dpst penalty graph"
+        raise KeyError(
+            f"adata.uns[{key!r}] is {found}; build the graph with dpst.pp.penalty_graph(adata, key_added={key!r})"
+        )
+    matrices = []
+    for role in ("connectivities_key", "distances_key"):
+        obsp_key = record.get(role, f"{key}_{role.split('_')[0]}")
+        if obsp_key not in adata.obsp:
+            raise KeyError(
+                f"adata.obsp has no {obsp_key!r} (graph {key!r}); "
+                f"build it again with dpst.pp.penalty_graph(adata, key_added={key!r})"
+            )
+        matrix = adata.obsp[obsp_key]
+        if matrix.shape != (adata.n_obs, adata.n_obs):
+            raise ValueError(
+                f"adata.obsp[{obsp_key!r}] is {matrix.shape[0]} x {matrix.shape[1]} but adata has "
+                f"{adata.n_obs} spots; the graph was built on other spots: run dpst.pp.penalty_graph again"
+            )
+        matrices.append(sp.triu(sp.csr_matrix(matrix), k=1, format="csr"))
+    weights, distances = matrices
+    weights.sort_indices()
+    distances.sort_indices()
+    if not (np.array_equal(weights.indptr, distances.indptr) and np.array_equal(weights.indices, distances.indices)):
+        raise ValueError(f"graph {key!r}: its connectivities and distances hold different pairs")
+    rows = np.repeat(np.arange(adata.n_obs, dtype=np.int64), np.diff(weights.indptr))
+    edges = np.stack([rows, weights.indices.astype(np.int64)], axis=1)
+    return SpatialGraph(
+        edges,
+        np.asarray(weights.data, dtype=np.float64),
+        np.asarray(distances.data, dtype=np.float64),
+        adata.n_obs,
+        str(record["graph"]),
+        {name: value.item() if isinstance(value, np.generic) else value  # h5ad gives numpy scalars
+         for name, value in record.get("params", {}).items()},
+    )
