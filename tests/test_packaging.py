@@ -140,7 +140,8 @@ def requirement_key(req: Requirement) -> tuple:
 def test_installed_metadata_matches_pyproject():
     dist = installed()
     stale = " (the installed metadata is stale: run `pip install -e .` again)"
-    assert dist.version == PROJECT["version"], f"version: installed {dist.version}, pyproject {PROJECT['version']}{stale}"
+    version = PROJECT["version"]
+    assert dist.version == version, f"version: installed {dist.version}, pyproject {version}{stale}"
     meta = dist.metadata
     assert meta["Requires-Python"] == str(SpecifierSet(PROJECT["requires-python"])), f"Requires-Python{stale}"
     expected = {requirement_key(Requirement(text)) for text in PROJECT["dependencies"]}
