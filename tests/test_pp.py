@@ -1,15 +1,17 @@
-"""Preprocessing: counts kept, log-normalization, HVGs, micrometres, the hex graph."""
+"""Preprocessing: counts kept, log-normalization, HVGs, micrometres, the hex graph, the penalty graph."""
 
 import re
 import subprocess
 import sys
 
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from dpst.graph import spatial_graph
 from dpst.io import read_spaceranger, spatial_um
-from dpst.pp import preprocess
+from dpst.pp import penalty_graph, preprocess, read_penalty_graph
 from dpst.sim import simulate_section
 
 
@@ -196,3 +198,65 @@ def test_too_few_genes_for_seurat_v3():
 def test_everything_filtered(sim_adata):
     with pytest.raises(ValueError, match="no data left"):
         preprocess(sim_adata, min_counts=10**9)
+
+
+# --------------------------------------------------------------------------- #
+# the penalty's pair graph G in obsp / uns
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("graph", ["knn", "radius", "gaussian", "all"])
+def test_penalty_graph_is_spatial_graph_in_squidpy_layout(processed, graph):
+    penalty_graph(processed, graph=graph, n_neighbors=6, radius=180.0, sigma=60.0)
+    built = spatial_graph(spatial_um(processed), graph, n_neighbors=6, radius=180.0, sigma=60.0)
+    weights = processed.obsp["dpst_penalty_connectivities"]
+    distances = processed.obsp["dpst_penalty_distances"]
+    assert sp.issparse(weights) and (weights != weights.T).nnz == 0 and (distances != distances.T).nnz == 0
+    i, j = built.edges.T
+    np.testing.assert_array_equal(np.asarray(weights[i, j]).ravel(), built.weights)
+    np.testing.assert_array_equal(np.asarray(distances[i, j]).ravel(), built.distances)
+    assert weights.nnz == distances.nnz == 2 * built.n_edges
+    record = processed.uns["dpst_penalty"]
+    assert record["graph"] == graph and record["unit"] == "um" and record["n_edges"] == built.n_edges
+    assert record["params"] == built.params
+    assert record["coordinates"]["method"] == "grid"  # pixels calibrated on the spot grid
+    assert record["connectivities_key"] == "dpst_penalty_connectivities"
+
+
+def test_penalty_graph_reads_back_to_the_bit_after_h5ad(processed, tmp_path):
+    penalty_graph(processed, graph="gaussian", sigma=80.0, key_added="g")
+    processed.write_h5ad(tmp_path / "a.h5ad")
+    stored = read_penalty_graph(ad.read_h5ad(tmp_path / "a.h5ad"), "g")
+    built = spatial_graph(spatial_um(processed), "gaussian", sigma=80.0)
+    for field in ("edges", "weights", "distances"):
+        np.testing.assert_array_equal(getattr(stored, field), getattr(built, field))
+        assert getattr(stored, field).dtype == getattr(built, field).dtype
+    assert (stored.kind, stored.params, stored.n_obs) == (built.kind, built.params, built.n_obs)
+
+
+def test_penalty_graph_copy_and_micrometre_input(processed):
+    as_um = processed.copy()
+    as_um.obsm["xy"] = spatial_um(processed) * 1.0
+    out = penalty_graph(as_um, spatial_key="xy", coordinate_unit="um", copy=True)
+    assert "dpst_penalty" not in as_um.uns and out.uns["dpst_penalty"]["coordinates"]["coordinate_unit"] == "um"
+    penalty_graph(processed)
+    assert (out.obsp["dpst_penalty_distances"] != processed.obsp["dpst_penalty_distances"]).nnz == 0
+
+
+def test_stored_penalty_graph_errors_name_the_key(processed):
+    with pytest.raises(KeyError, match=re.escape("adata.uns['nope'] is missing; build the graph with dpst.pp")):
+        read_penalty_graph(processed, "nope")
+    with pytest.raises(KeyError, match="not a dpst penalty graph"):
+        read_penalty_graph(processed, "dpst_preprocess")
+    penalty_graph(processed)
+    del processed.obsp["dpst_penalty_distances"]
+    with pytest.raises(KeyError, match=re.escape("adata.obsp has no 'dpst_penalty_distances'")):
+        read_penalty_graph(processed)
+    penalty_graph(processed)
+    n_obs = processed.n_obs
+    with pytest.raises(ValueError, match=re.escape(f"graph 'dpst_penalty' was built on {n_obs} spots")):
+        read_penalty_graph(processed[: n_obs // 2].copy())  # anndata keeps the pairs among the kept spots
+    with pytest.raises(KeyError, match=re.escape("adata.obsm has no 'nope'")):
+        penalty_graph(processed, spatial_key="nope")
+    with pytest.raises(ValueError, match="coordinate_unit must be"):
+        penalty_graph(processed, coordinate_unit="mm")
+    with pytest.raises(ValueError, match="graph kind must be one of"):
+        penalty_graph(processed, graph="grid")

@@ -370,7 +370,7 @@ def penalty_graph(
           with the same sparsity pattern;
         - ``uns[key_added]``: ``connectivities_key``, ``distances_key``, ``graph``
           (the kind), ``params`` (the kind's parameters), ``unit`` (``"um"``),
-          ``n_edges`` (pairs, each once) and ``coordinates`` (the spatial key,
+          ``n_obs`` (spots), ``n_edges`` (pairs, each once) and ``coordinates`` (the spatial key,
           the unit asked for and how micrometres were obtained).
 
     Raises
@@ -397,6 +397,7 @@ def penalty_graph(
         "graph": built.kind,
         "params": dict(built.params),
         "unit": "um",
+        "n_obs": built.n_obs,
         "n_edges": built.n_edges,
         "coordinates": coordinates,
     }
@@ -427,8 +428,9 @@ def read_penalty_graph(adata: ad.AnnData, key: str = PENALTY_GRAPH_KEY) -> Spati
     KeyError
         ``uns[key]`` or one of its ``obsp`` matrices is missing.
     ValueError
-        The stored graph is not a dpst penalty graph in micrometres, or its size
-        does not match ``adata.n_obs``, or its two matrices disagree.
+        The graph was built on other spots than ``adata``'s (e.g. ``adata`` was
+        subset afterwards: anndata keeps the pairs among the kept spots, which is
+        not the graph those spots would get), or its two matrices disagree.
     """
     record = adata.uns.get(key)
     if not isinstance(record, dict) or record.get("unit") != "um" or "graph" not in record:
@@ -444,14 +446,16 @@ def read_penalty_graph(adata: ad.AnnData, key: str = PENALTY_GRAPH_KEY) -> Spati
                 f"adata.obsp has no {obsp_key!r} (graph {key!r}); "
                 f"build it again with dpst.pp.penalty_graph(adata, key_added={key!r})"
             )
-        matrix = adata.obsp[obsp_key]
-        if matrix.shape != (adata.n_obs, adata.n_obs):
-            raise ValueError(
-                f"adata.obsp[{obsp_key!r}] is {matrix.shape[0]} x {matrix.shape[1]} but adata has "
-                f"{adata.n_obs} spots; the graph was built on other spots: run dpst.pp.penalty_graph again"
-            )
-        matrices.append(sp.triu(sp.csr_matrix(matrix), k=1, format="csr"))
+        # anndata keeps obsp n_obs x n_obs; only the upper triangle (each pair once) is read
+        matrices.append(sp.triu(sp.csr_matrix(adata.obsp[obsp_key]), k=1, format="csr"))
     weights, distances = matrices
+    built_on = (int(record.get("n_obs", -1)), int(record.get("n_edges", -1)))
+    if built_on != (adata.n_obs, weights.nnz):
+        raise ValueError(
+            f"graph {key!r} was built on {built_on[0]} spots with {built_on[1]} pairs; adata has "
+            f"{adata.n_obs} spots and the stored matrices {weights.nnz} pairs (subset after building?): "
+            f"run dpst.pp.penalty_graph(adata, key_added={key!r}) again"
+        )
     weights.sort_indices()
     distances.sort_indices()
     if not (np.array_equal(weights.indptr, distances.indptr) and np.array_equal(weights.indices, distances.indices)):
