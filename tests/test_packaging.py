@@ -78,13 +78,15 @@ def test_conda_env_matches_pyproject():
 def test_conda_env_check_catches_a_disagreement(monkeypatch, tmp_path):
     """The comparison above can fail: a loosened bound and a missing package are both named."""
     env = (ROOT / CONDA["file"]).read_text()
-    assert "  - numpy >=2.0\n" in env and "  - tqdm >=4.66\n" in env
+    assert "  - numpy >=2.0\n" in env
+    assert "  - tqdm >=4.66\n" in env
     broken = tmp_path / "env.yaml"
     broken.write_text(env.replace("numpy >=2.0", "numpy >=1.26").replace("  - tqdm >=4.66\n", ""))
     monkeypatch.setitem(CONDA, "file", str(broken))
     with pytest.raises(AssertionError) as failure:
         test_conda_env_matches_pyproject()
-    assert "numpy: " in str(failure.value) and "tqdm: in pyproject.toml" in str(failure.value)
+    assert "numpy: " in str(failure.value)
+    assert "tqdm: in pyproject.toml" in str(failure.value)
 
 
 def third_party_imports(folder: Path) -> dict[str, list[str]]:
@@ -150,8 +152,9 @@ def test_installed_metadata_matches_pyproject():
     actual = {requirement_key(Requirement(text)) for text in dist.requires or []}
     only_installed = sorted(f"{k[0]}{k[2]} {k[3]}".strip() for k in actual - expected)
     only_pyproject = sorted(f"{k[0]}{k[2]} {k[3]}".strip() for k in expected - actual)
-    assert not only_installed and not only_pyproject, (
-        f"Requires-Dist differs: only installed {only_installed}, only in pyproject {only_pyproject}{stale}")
+    differs = f"Requires-Dist differs: only installed {only_installed}, only in pyproject {only_pyproject}{stale}"
+    assert not only_installed, differs
+    assert not only_pyproject, differs
     assert set(meta.get_all("Provides-Extra") or []) == set(PROJECT["optional-dependencies"]), f"extras{stale}"
     assert set(meta.get_all("Classifier") or []) == set(PROJECT["classifiers"]), f"classifiers{stale}"
     assert meta["License-Expression"] == PROJECT["license"], f"license{stale}"
@@ -192,4 +195,5 @@ def test_wheel_holds_the_library_only(tmp_path):
     assert "dpst/py.typed" in names
     expected = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src/dpst").rglob("*.py")}
     tracked_py = {name.removeprefix("src/") for name in tracked if name.endswith(".py")}
-    assert tracked_py <= expected and {n for n in names if n.endswith(".py")} == tracked_py
+    assert tracked_py <= expected
+    assert {n for n in names if n.endswith(".py")} == tracked_py

@@ -67,7 +67,8 @@ def test_table1_section_order_and_single_seed(runs):
     assert set(long["section"]) == {"P1"}
     one_seed = tables.table1(runs[runs["seed"] == 0], ALPHA_ON, sections=["P1", "A2"])
     assert list(one_seed["section"].unique()) == ["P1", "A2"]
-    assert one_seed["sd"].isna().all() and (one_seed["n_seeds"] == 1).all()
+    assert one_seed["sd"].isna().all()
+    assert (one_seed["n_seeds"] == 1).all()
     with pytest.raises(ValueError, match="not in the runs table"):
         tables.table1(runs, ALPHA_ON, sections=["B9"])
 
@@ -79,7 +80,7 @@ def test_table1_missing_alpha_raises(alpha_present):
 
 
 def test_table1_missing_column_or_bad_alpha_raises(runs):
-    with pytest.raises(ValueError, match="lacks column.*geary_C"):
+    with pytest.raises(ValueError, match=r"lacks column.*geary_C"):
         tables.table1(runs.drop(columns="geary_C"), ALPHA_ON)
     with pytest.raises(ValueError, match="alpha_on must be positive"):
         tables.table1(runs, 0.0)
@@ -91,7 +92,7 @@ def test_wide_layout_and_cells(runs):
     long = tables.table1(runs, ALPHA_ON)
     wide = tables.table1_wide(long)
     assert list(wide.columns) == ["group", "method", "I A2", "I P1", "C A2", "C P1"]
-    assert list(zip(wide["group"], wide["method"])) == [
+    assert list(zip(wide["group"], wide["method"], strict=True)) == [
         ("Distorted", "VAE"), ("Distorted", "scVI"), ("Distance Preserving", "VAE"), ("Distance Preserving", "scVI")]
     row = long.set_index(["group", "model", "metric", "section"]).loc[("Distorted", "scvi", "geary_C", "P1")]
     cell = wide.set_index(["group", "method"]).loc[("Distorted", "scVI"), "C P1"]
@@ -111,25 +112,33 @@ def test_markdown_and_latex_contain_every_cell(runs):
     latex = tables.to_latex(wide, caption="Table 1 & friends: 100% of_seeds")
     cells = wide.iloc[:, 2:].to_numpy().ravel()
     for cell in cells:
-        assert cell in markdown and cell in latex
+        assert cell in markdown
+        assert cell in latex
     for header in wide.columns[2:]:
         assert header in markdown
     lines = markdown.strip().splitlines()
-    assert len(lines) == 2 + len(wide) and all(line.count("|") == len(wide.columns) + 1 for line in lines)
+    assert len(lines) == 2 + len(wide)
+    assert all(line.count("|") == len(wide.columns) + 1 for line in lines)
     # booktabs, one table environment, every body row has the full number of cells
-    for command in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{llcccc}", "\\cmidrule(lr){3-4}"):
+    for command in ("\\toprule", "\\bottomrule", "\\begin{tabular}{llcccc}", "\\cmidrule(lr){3-4}",
+                    "\\cmidrule(lr){5-6}", "\\multicolumn{2}{c}{Moran's $I$ $\\uparrow$}"):
         assert command in latex
+    # a rule under the header and one between the two groups, each group named once
+    assert latex.count("\\midrule") == 2
+    assert latex.count("Distorted") == latex.count("Distance Preserving") == 1
     assert latex.count("\\begin{table}") == latex.count("\\end{table}") == 1
     assert "Table 1 \\& friends: 100\\% of\\_seeds" in latex
     rows = [line for line in latex.splitlines() if line.endswith("\\\\") and "(" in line]
-    assert len(rows) == len(wide) and all(r.count("&") == len(wide.columns) - 1 for r in rows)
+    assert len(rows) == len(wide)
+    assert all(r.count("&") == len(wide.columns) - 1 for r in rows)
     assert latex.count("{") == latex.count("}")
 
 
 def test_latex_escapes_section_names():
     wide = tables.table1_wide(tables.table1(make_runs(sections=["S_1", "x&y"]), ALPHA_ON))
     latex = tables.to_latex(wide)
-    assert "S\\_1" in latex and "x\\&y" in latex
+    assert "S\\_1" in latex
+    assert "x\\&y" in latex
     assert "S_1" not in latex.replace("S\\_1", "")
 
 

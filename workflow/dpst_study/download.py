@@ -208,8 +208,11 @@ def transfer(url: str, out, *, size: int, timeout: float, label: str) -> dict:
 
 
 def root_cause(err: BaseException) -> str:
-    """The innermost readable reason ('Connection refused') under requests' and
-    urllib3's wrappers, whose own text repeats the URL and object addresses."""
+    """The innermost readable reason ('Connection refused').
+
+    It lies under requests' and urllib3's wrappers, whose own text repeats the
+    URL and object addresses.
+    """
     seen, current, best = set(), err, None
     while current is not None and id(current) not in seen:
         seen.add(id(current))

@@ -147,13 +147,13 @@ def table1_wide(long: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     _require_columns(long, ["group", "model", "metric", "section", "mean", "sd"])
     long = long.assign(
         method=[MODEL_LABEL.get(m, m) for m in long["model"]],
-        column=[f"{METRIC_LETTER.get(m, m)} {s}" for m, s in zip(long["metric"], long["section"])],
-        cell=[format_cell(m, s, decimals) for m, s in zip(long["mean"], long["sd"])],
+        column=[f"{METRIC_LETTER.get(m, m)} {s}" for m, s in zip(long["metric"], long["section"], strict=True)],
+        cell=[format_cell(m, s, decimals) for m, s in zip(long["mean"], long["sd"], strict=True)],
     )
     metrics = _ordered(long["metric"], METRICS)
     sections = list(dict.fromkeys(long["section"]))
     columns = [f"{METRIC_LETTER.get(m, m)} {s}" for m in metrics for s in sections]
-    rows = pd.MultiIndex.from_tuples(list(dict.fromkeys(zip(long["group"], long["method"]))),
+    rows = pd.MultiIndex.from_tuples(list(dict.fromkeys(zip(long["group"], long["method"], strict=True))),
                                      names=["group", "method"])
     wide = long.pivot(index=["group", "method"], columns="column", values="cell")
     wide = wide.reindex(index=rows, columns=columns).fillna(MISSING_CELL)
@@ -177,6 +177,14 @@ def latex_escape(text: object) -> str:
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
+# Why not pandas' Styler.to_latex: tried on this table (pandas 2.3), it gets the
+# escaping, caption, label, booktabs rules and the spanning I/C headings right
+# (MultiIndex columns, multicol_align="c"), but (1) it has no \cmidrule under a
+# spanning heading, (2) its only rule between row groups is \cline (clines=...),
+# which booktabs spaces badly, (3) index names go on a header row of their own
+# and (4) it needs jinja2, one more package in the rules' environment. Getting this
+# table from it means post-editing its output with string replacements, which
+# is less simple than writing the rows here.
 def _header_groups(columns: Sequence[str]) -> list[tuple[str, list[str]]]:
     """Consecutive value columns sharing a metric letter: [("I", ["A2", ...]), ...]."""
     groups: list[tuple[str, list[str]]] = []
@@ -191,7 +199,7 @@ def _header_groups(columns: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 def to_latex(wide: pd.DataFrame, caption: str = "Moran's I and Geary's C of the latent representation, "
              "mean (sd) over seeds.", label: str | None = "tab:table1") -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``).
+    r"""A booktabs ``table`` environment (needs ``\usepackage{booktabs}``).
 
     The header groups the "I ..." and "C ..." columns under one spanning
     metric heading; the group name is printed once per block of rows.

@@ -3,10 +3,10 @@
 import anndata as ad
 import pandas as pd
 
+from dpst._files import atomic_path
 from dpst.metrics import local_metric_ellipses
 from dpst.pl import save_figure
 from dpst_study.figures import figure4
-from dpst._files import atomic_path
 from dpst_study.jobs import logged_to
 
 LABEL = {"vae": "VAE", "scvi": "scVI"}

@@ -1,8 +1,8 @@
 """Read a Space Ranger folder and preprocess it for the models."""
 
+from dpst._files import atomic_path
 from dpst.io import read_spaceranger
 from dpst.pp import describe_preprocessing, preprocess
-from dpst._files import atomic_path
 from dpst_study.jobs import USER_ERRORS, logged_to
 
 section = snakemake.wildcards.section
