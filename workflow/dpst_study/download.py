@@ -213,7 +213,9 @@ def root_cause(err: BaseException) -> str:
     It lies under requests' and urllib3's wrappers, whose own text repeats the
     URL and object addresses.
     """
-    seen, current, best = set(), err, None
+    seen: set[int] = set()
+    current: BaseException | None = err
+    best: str | None = None
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, http.client.IncompleteRead):

@@ -58,7 +58,7 @@ def logged_to(path: str | os.PathLike, expected: tuple[type[Exception], ...] = (
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
-            if handler_was_on:
+            if handler_was_on and sys.__stderr__ is not None:
                 faulthandler.enable(sys.__stderr__)
     if message is not None:
         print(message, file=sys.__stderr__, flush=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -61,7 +61,7 @@ def _require_columns(runs: pd.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"runs table lacks column(s) {missing}; it has {list(runs.columns)}")
 
 
-def _ordered(values: Sequence, preferred: Sequence | None = None) -> list:
+def _ordered(values: Iterable, preferred: Sequence | None = None) -> list:
     """Unique values, ``preferred`` ones first in that order, the rest in order of appearance."""
     seen = list(dict.fromkeys(values))
     head = [v for v in (preferred or ()) if v in seen]
