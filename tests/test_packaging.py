@@ -197,3 +197,10 @@ def test_wheel_holds_the_library_only(tmp_path):
     tracked_py = {name.removeprefix("src/") for name in tracked if name.endswith(".py")}
     assert tracked_py <= expected
     assert {n for n in names if n.endswith(".py")} == tracked_py
+
+
+def test_citation_matches_pyproject():
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == PROJECT["version"], "CITATION.cff version differs from pyproject.toml"
+    assert citation["license"] == PROJECT["license"], "CITATION.cff license differs from pyproject.toml"
+    assert citation["repository-code"] == PROJECT["urls"]["Source"], "CITATION.cff repository-code differs"
