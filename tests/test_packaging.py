@@ -89,7 +89,7 @@ def test_conda_env_check_catches_a_disagreement(monkeypatch, tmp_path):
     assert "tqdm: in pyproject.toml" in str(failure.value)
 
 
-def third_party_imports(folder: Path) -> dict[str, list[str]]:
+def third_party_imports(folder: Path, root: Path = ROOT) -> dict[str, list[str]]:
     """Top-level modules imported by the .py files under ``folder`` (stdlib and own packages left out)."""
     own = {"dpst", "dpst_study"}
     found: dict[str, list[str]] = {}
@@ -104,21 +104,34 @@ def third_party_imports(folder: Path) -> dict[str, list[str]]:
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names and top not in own:
-                    found.setdefault(top, []).append(str(path.relative_to(ROOT)))
+                    found.setdefault(top, []).append(str(path.relative_to(root)))
     return found
 
 
-@pytest.mark.parametrize(("folder", "extras"), [("src/dpst", []), ("workflow/dpst_study", ["study"])])
-def test_imports_are_declared(folder, extras):
+def undeclared(folder: Path, extras: list[str], root: Path = ROOT) -> dict[str, str]:
+    """Modules imported under ``folder`` that no declared requirement provides, with a file importing each."""
     declared = set(requirements(extras))
-    imports = third_party_imports(ROOT / folder)
+    imports = third_party_imports(folder, root)
     assert imports, f"no imports found under {folder}"
-    missing = {
+    return {
         module: files[0]
         for module, files in imports.items()
         if canonicalize_name(IMPORT_NAMES.get(module, module)) not in declared
     }
+
+
+@pytest.mark.parametrize(("folder", "extras"), [("src/dpst", []), ("workflow/dpst_study", ["study"])])
+def test_imports_are_declared(folder, extras):
+    missing = undeclared(ROOT / folder, extras)
     assert not missing, f"imported but not declared for {folder}: {missing}"
+
+
+def test_import_check_names_an_undeclared_module(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("import os\nfrom PIL import Image\nimport numpy.linalg\n")
+    (tmp_path / "pkg" / "b.py").write_text("from requests.adapters import HTTPAdapter\nfrom . import a\n")
+    assert undeclared(tmp_path / "pkg", [], tmp_path) == {"requests": "pkg/b.py"}
+    assert undeclared(tmp_path / "pkg", ["study"], tmp_path) == {}
 
 
 def test_library_does_not_need_the_study_extra():
