@@ -39,7 +39,7 @@ autodoc_typehints_description_target = "documented_params"
 
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
-napoleon_use_rtype = False
+napoleon_use_rtype = True
 napoleon_use_ivar = True  # dataclass fields as :ivar:, so they are not described twice
 
 myst_enable_extensions = ["colon_fence", "dollarmath"]

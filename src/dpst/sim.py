@@ -66,8 +66,8 @@ def visium_grid(n_rows: int = VISIUM_ROWS, n_cols: int = VISIUM_COLS) -> tuple[n
 
     Returns
     -------
-    array_row, array_col : numpy.ndarray
-        Integer positions, one entry per spot.
+    tuple of numpy.ndarray
+        ``(array_row, array_col)``: integer positions, one entry per spot.
     """
     rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
     keep = (rows + cols) % 2 == 0

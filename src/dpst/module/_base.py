@@ -156,8 +156,8 @@ class VAEModule(nn.Module):
 
         Returns
         -------
-        inf, gen : dict
-            The outputs of :meth:`inference` and :meth:`generative`.
+        tuple of dict
+            ``(inf, gen)``: the outputs of :meth:`inference` and :meth:`generative`.
         """
         inf = self.inference(x)
         gen = self.generative(inf["qz_mean"] if use_mean else inf["z"], x)

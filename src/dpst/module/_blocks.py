@@ -88,8 +88,9 @@ class Encoder(nn.Module):
 
         Returns
         -------
-        qz_mean, qz_var, z : torch.Tensor
-            Mean, variance and a reparameterized sample, each ``(n, n_latent)``.
+        tuple of torch.Tensor
+            ``(qz_mean, qz_var, z)``: mean, variance and a reparameterized
+            sample, each ``(n, n_latent)``.
         """
         h = self.hidden(x)
         qz_mean = self.mean(h)
