@@ -20,6 +20,24 @@ from dpst.train import resolve_device
 MODEL_CLASSES = {"vae": DPVAE, "scvi": DPSCVI}
 
 
+def latent_key(model: str) -> str:
+    """Key of a run's latent codes in its latent.h5ad: the library's ``write_results`` default.
+
+    Parameters
+    ----------
+    model
+        ``"vae"`` or ``"scvi"``.
+
+    Returns
+    -------
+    str
+        ``"X_dpvae"`` or ``"X_dpscvi"`` (in ``obsm`` and ``uns``).
+    """
+    if model not in MODEL_CLASSES:
+        raise ValueError(f"model must be one of {sorted(MODEL_CLASSES)}, got {model!r}")
+    return f"X_{MODEL_CLASSES[model].__name__.lower()}"
+
+
 def train_run(
     adata: ad.AnnData,
     model: str,
@@ -99,15 +117,36 @@ def strict_json(value):
 def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> None:
     """Write a run's latent AnnData, metrics, per-dimension table, history and model.
 
+    The latent AnnData holds what the library's ``fitted.write_results`` writes
+    (``obsm`` and ``uns`` under :func:`latent_key`: the latent means and the fit),
+    the coordinates in micrometres (``obsm["spatial_um"]``), the run's metrics
+    (``uns["run"]``) and the spots' grid position and domain (``obs``).
+
     Each file is written under a temporary name and renamed into place, metrics.json
     last: a crash or a full disk leaves no partial file at an output path.
     Non-finite metrics are written as null (strict JSON); :func:`collect_runs`
     reads them back as NaN.
+
+    Parameters
+    ----------
+    fitted
+        The trained :class:`~dpst.DPVAE` or :class:`~dpst.DPSCVI`.
+    metrics
+        The run's metrics (:func:`train_run`).
+    per_dimension
+        Moran's I and Geary's C per latent dimension.
+    outputs
+        Paths with the attributes ``latent``, ``autocorrelation``, ``history``,
+        ``model`` and ``metrics`` (Snakemake's ``output``).
     """
     adata = fitted.adata
+    # write_results writes into the AnnData it encodes: a copy, so the caller's section is left as it was
+    encoded = adata.copy()
+    key = fitted.write_results(encoded)
     latent = ad.AnnData(
         obs=adata.obs[[c for c in ("array_row", "array_col", "domain") if c in adata.obs]].copy(),
-        obsm={"X_latent": fitted.get_latent_representation(), "spatial_um": fitted.coords},
+        obsm={key: encoded.obsm[key], "spatial_um": fitted.coords},
+        uns={key: encoded.uns[key]},
     )
     latent.uns["run"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     with atomic_path(outputs.latent) as tmp:

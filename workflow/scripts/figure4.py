@@ -8,15 +8,17 @@ from dpst.metrics import local_metric_ellipses
 from dpst.pl import save_figure
 from dpst_study.figures import figure4
 from dpst_study.jobs import logged_to
+from dpst_study.runs import latent_key
 
 LABEL = {"vae": "VAE", "scvi": "scVI"}
 
 with logged_to(snakemake.log[0]):
     label = LABEL[snakemake.params.model]
+    key = latent_key(snakemake.params.model)  # where write_run's write_results put the latent
     panels = {}
     for penalty, title in (("off", label), ("on", f"{label} + distance preserving")):
         run = ad.read_h5ad(snakemake.input[penalty])
-        panels[title] = local_metric_ellipses(run.obsm["X_latent"], run.obsm["spatial_um"])
+        panels[title] = local_metric_ellipses(run.obsm[key], run.obsm["spatial_um"])
     # The latent scale is arbitrary (lam differs between runs): each panel gets its
     # own factor, so that shape (isotropy) and homogeneity compare across panels.
     fig = figure4(panels, common_scale=False)
