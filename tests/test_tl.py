@@ -47,7 +47,7 @@ def test_autocorrelation_of_a_constant_dimension_is_nan(fitted):
 
 
 def test_distortion_on_the_stored_graph_is_evaluate_models(fitted):
-    adata, model, key, metrics, _ = fitted
+    adata, _, key, metrics, _ = fitted
     adata = adata.copy()
     got = dpst.tl.distortion(adata, key)
     for name in ("penalty", "lam", "L_0.05", "L_0.1"):

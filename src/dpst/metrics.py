@@ -1,4 +1,7 @@
-"""Metrics of METHOD.md section 5 and the local-metric ellipses of Figure 4."""
+"""Metrics of METHOD.md section 5 and the local-metric ellipses of Figure 4, on arrays.
+
+:mod:`dpst.tl` applies them to a latent stored in an AnnData.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +24,24 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
     """Moran's I and Geary's C of each latent dimension on the Visium grid graph.
 
     squidpy's grid graph (:func:`dpst.pp.grid_neighbors`) then
-    ``spatial_autocorr`` with row-normalized weights. Returns one row per
-    dimension (``z0, z1, ...``) with columns ``moran_I`` and ``geary_C``.
+    ``spatial_autocorr`` with row-normalized weights.
+    :func:`dpst.tl.spatial_autocorrelation` gives the same values for a latent
+    stored in an AnnData.
+
+    Parameters
+    ----------
+    latent
+        ``(N, d)`` latent codes.
+    coords
+        ``(N, 2)`` spot coordinates (the grid graph does not depend on their unit).
+    n_neighs
+        Neighbours per spot of the grid graph (6: the Visium hexagon).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per dimension (``z0, z1, ...``) with columns ``moran_I`` and
+        ``geary_C``; NaN for a dimension constant over spots.
     """
     import squidpy as sq
 
@@ -40,7 +59,23 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
 
 
 def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float:
-    """Mean squared error over spots and genes."""
+    """Mean squared error over spots and genes.
+
+    Parameters
+    ----------
+    observed, reconstructed
+        Arrays of the same shape (spots x genes).
+
+    Returns
+    -------
+    float
+        The mean of the squared differences, computed in float64.
+
+    Raises
+    ------
+    ValueError
+        The shapes differ.
+    """
     observed, reconstructed = np.asarray(observed), np.asarray(reconstructed)
     if observed.shape != reconstructed.shape:
         raise ValueError(f"shapes differ: observed {observed.shape}, reconstructed {reconstructed.shape}")
@@ -48,7 +83,20 @@ def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float
 
 
 def latent_pair_distances(latent: np.ndarray, graph: SpatialGraph) -> np.ndarray:
-    """Latent distances of G's pairs, in float64 (the penalty's own pair_distances)."""
+    """Latent distances of G's pairs, in float64 (the penalty's own pair_distances).
+
+    Parameters
+    ----------
+    latent
+        ``(N, d)`` latent codes.
+    graph
+        The pair graph G over the same N spots.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(E,)`` Euclidean latent distances, one per pair of ``graph.edges``.
+    """
     latent = torch.as_tensor(np.asarray(latent, dtype=np.float64))
     return pair_distances(latent, torch.as_tensor(graph.edges)).numpy()
 
@@ -90,6 +138,30 @@ def distortion(
     ``lam=None`` uses the lam that minimizes the penalty, so models trained
     with and without the penalty are compared at their best scale.
     ``L_eps = q_{1-eps/2}(r) / q_{eps/2}(r)`` with ``r = d_z / d_s``.
+
+    Parameters
+    ----------
+    latent
+        ``(N, d)`` latent codes.
+    graph
+        The pair graph G (:func:`dpst.graph.spatial_graph`), distances in micrometres.
+    lam
+        Scale of latent to spatial distances; None: :func:`optimal_lam`.
+    normalization
+        ``"pairs"`` or ``"n2"``: the penalty's denominator (:meth:`dpst.graph.SpatialGraph.denominator`).
+    eps
+        The eps of each reported ``L_eps``.
+
+    Returns
+    -------
+    dict
+        ``penalty``, ``lam`` and ``L_{eps:g}`` per eps (``inf`` when the lower
+        quantile of ``r`` is 0).
+
+    Raises
+    ------
+    ValueError
+        The graph has pairs at zero spatial distance.
     """
     ds, w = graph.distances, graph.weights
     if not (ds > 0).all():
@@ -123,6 +195,21 @@ def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_fact
     first eigenvector (``angle`` in degrees from the x axis). A circle of the
     same size everywhere is a local isometry. Spots with fewer than 3
     neighbours get NaN.
+
+    Parameters
+    ----------
+    latent
+        ``(N, d)`` latent codes.
+    coords
+        ``(N, 2)`` spot coordinates (micrometres for the study's figures).
+    neighbour_factor
+        Neighbours lie within this factor times the median nearest-neighbour distance.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per spot: ``x``, ``y``, ``major``, ``minor``, ``angle``,
+        ``axis_ratio`` (major / minor) and ``size`` (sqrt(major * minor)).
     """
     coords = np.asarray(coords, dtype=np.float64)
     latent = np.asarray(latent, dtype=np.float64)
@@ -151,7 +238,18 @@ def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_fact
 
 
 def ellipse_summary(ellipses: pd.DataFrame) -> dict[str, float]:
-    """Median axis ratio (1 = isotropic) and spread of sizes (coefficient of variation)."""
+    """Median axis ratio (1 = isotropic) and spread of sizes (coefficient of variation).
+
+    Parameters
+    ----------
+    ellipses
+        A table of :func:`local_metric_ellipses`.
+
+    Returns
+    -------
+    dict
+        ``median_axis_ratio`` and ``size_cv`` (std / mean of ``size``), NaN rows left out.
+    """
     size = ellipses["size"].dropna()
     return {
         "median_axis_ratio": float(ellipses["axis_ratio"].median()),
@@ -166,6 +264,36 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
     coordinates, graph and held-out set are the model's. ``lam_fitted`` is NaN for
     ``alpha = 0`` (no penalty, no lam). Any other NaN or infinite metric comes with
     a UserWarning that says why.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~dpst.DPVAE` or :class:`~dpst.DPSCVI`.
+    adata
+        The model's spots, in its order; default: the model's AnnData.
+    n_neighs
+        Neighbours per spot of the grid graph of the autocorrelation.
+
+    Returns
+    -------
+    metrics : dict
+        ``moran_I``, ``geary_C`` (means over dimensions), ``mse_all``,
+        ``mse_heldout``, ``lam_fitted``, the :func:`distortion` entries
+        (``penalty``, ``lam``, ``L_0.05``, ``L_0.1``) and the
+        :func:`ellipse_summary` entries.
+    per_dimension : pandas.DataFrame
+        :func:`spatial_autocorrelation` of the latent.
+
+    Raises
+    ------
+    RuntimeError
+        The model is not trained.
+    ValueError
+        ``adata`` holds other spots, or the latent codes are not finite.
+
+    Examples
+    --------
+    >>> metrics, per_dimension = dpst.metrics.evaluate_model(model)  # doctest: +SKIP
     """
     if not model.is_trained:
         raise RuntimeError(

@@ -4,9 +4,12 @@ Both take an AnnData with spatial coordinates in ``obsm``, train with the
 distortion penalty (``alpha > 0``) or without it (``alpha = 0``), and return
 latent codes and reconstructions in log-normalized space::
 
-    model = dpst.DPSCVI(adata)  # alpha=100; alpha=0 is plain scVI
+    dpst.pp.penalty_graph(adata)                          # G in obsp/uns["dpst_penalty"]
+    model = dpst.DPSCVI(adata, graph_key="dpst_penalty")  # alpha=100; alpha=0 is plain scVI
     model.train()
-    adata.obsm["X_dpscvi"] = model.get_latent_representation()
+    model.write_results()                                 # obsm/uns["X_dpscvi"]
+
+Without ``graph_key`` a model builds the same graph G itself.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .graph import SpatialGraph, spatial_graph
 from ._checks import check_int
+from .graph import SpatialGraph, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, read_penalty_graph, spatial_coordinates, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
@@ -121,7 +124,7 @@ _PARAMETERS_DOC = """
 def _with_parameters(default_input: str, module_kwargs: str):
     """Put the constructor's parameters into a model class's docstring."""
     def document(cls):
-        cls.__doc__ = cls.__doc__.replace("%(parameters)s", _PARAMETERS_DOC.strip("\n") % {
+        cls.__doc__ = cls.__doc__.replace("%(parameters)s", _PARAMETERS_DOC.strip() % {
             "default_input": default_input, "module_kwargs": module_kwargs,
         })
         return cls
@@ -267,6 +270,43 @@ class _DPModel:
         ``validation_fraction`` of the spots (seeded) are held out of training:
         they are the held-out set of the reconstruction metrics and, with
         ``early_stopping``, the set whose negative ELBO is monitored.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs to train (fewer with ``early_stopping``).
+        lr
+            Adam's learning rate.
+        batch_size
+            None: full batch. Otherwise seed spots per minibatch; the penalty keeps
+            every pair of G touching a seed.
+        kl_warmup_epochs
+            Epochs over which the KL weight rises linearly from 0 to 1.
+        validation_fraction
+            Share of the spots held out of training.
+        early_stopping
+            Stop when the held-out negative ELBO has not improved for ``patience``
+            epochs, and restore the best epoch's weights.
+        patience
+            Epochs without improvement before stopping.
+        device
+            ``"auto"`` (a GPU when torch sees one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        progress_bar
+            Show a tqdm progress bar.
+        seed
+            Seed of the split and of training; None: the model's ``seed``.
+        **optimizer_kwargs
+            ``weight_decay`` and ``adam_eps`` of Adam (scvi-tools' defaults).
+
+        Returns
+        -------
+        DPVAE or DPSCVI
+            The model itself, trained; ``history`` holds the per-epoch losses.
+
+        Raises
+        ------
+        dpst.TrainingDivergedError
+            The loss became NaN or infinite.
         """
         settings = TrainingSettings(
             max_epochs=max_epochs, lr=lr, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs,
@@ -294,7 +334,22 @@ class _DPModel:
     def get_latent_representation(
         self, adata: ad.AnnData | None = None, give_mean: bool = True, batch_size: int = 4096
     ) -> np.ndarray:
-        """Latent codes (posterior means, or samples with ``give_mean=False``) of a trained model."""
+        """Latent codes (posterior means, or samples with ``give_mean=False``) of a trained model.
+
+        Parameters
+        ----------
+        adata
+            Spots to encode, with the model's genes; default: the model's AnnData.
+        give_mean
+            Posterior means (True) or one sample per spot.
+        batch_size
+            Spots encoded at a time.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_obs, n_latent)`` float32 codes.
+        """
         self._require_trained("get_latent_representation")
         adata = self._validate_adata(adata)
         key = "qz_mean" if give_mean else "z"
@@ -304,6 +359,19 @@ class _DPModel:
         """Reconstruction in log-normalized space, decoded from the posterior mean.
 
         VAE: the decoder mean. scVI: ``log1p(1e4 * scale)``. The model must be trained.
+
+        Parameters
+        ----------
+        adata
+            Spots to reconstruct, with the model's genes; default: the model's AnnData.
+        batch_size
+            Spots decoded at a time.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_obs, n_vars)`` float32 reconstruction, comparable with
+            :meth:`get_observed_log_normalized`.
         """
         self._require_trained("get_reconstruction")
         adata = self._validate_adata(adata)
@@ -320,6 +388,20 @@ class _DPModel:
         """Mean per-spot ``-log p(x | z)`` with z one posterior sample (scvi-tools' definition).
 
         Unlike the other outputs it works untrained (as in scvi-tools): the baseline a fit must beat.
+
+        Parameters
+        ----------
+        adata
+            Spots with the model's genes; default: the model's AnnData.
+        indices
+            Positions of the spots to average over; default: all.
+        batch_size
+            Spots evaluated at a time.
+
+        Returns
+        -------
+        float
+            The mean negative log-likelihood per spot.
         """
         adata = self._validate_adata(adata)
         if indices is not None:
@@ -332,15 +414,48 @@ class _DPModel:
         return float(self._decode_batches(adata, batch_size, nll).mean())
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
-        """The observed counterpart of :meth:`get_reconstruction`."""
+        """The observed counterpart of :meth:`get_reconstruction`.
+
+        Parameters
+        ----------
+        adata
+            Spots with the model's genes; default: the model's AnnData.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_obs, n_vars)`` float32 log-normalized expression.
+        """
         raise NotImplementedError
 
     @property
     def lam(self) -> float:
+        """The penalty's current scale lam, latent units per micrometre."""
         return self.penalty.lam
 
     def write_results(self, adata: ad.AnnData | None = None, key_added: str | None = None) -> str:
-        """Write the latent means to ``obsm[key_added]`` and the fit to ``uns[key_added]``."""
+        """Write the latent means to ``obsm[key_added]`` and the fit to ``uns[key_added]``.
+
+        Parameters
+        ----------
+        adata
+            Where to write, with the model's genes (its spots are encoded);
+            default: the model's AnnData.
+        key_added
+            Key in ``obsm`` and ``uns``; default ``"X_dpvae"`` or ``"X_dpscvi"``.
+
+        Returns
+        -------
+        str
+            The key written. ``uns[key]`` holds ``model`` (the class name),
+            ``params`` (the constructor's settings that are not None), ``lam`` and
+            ``graph`` (kind, pairs and parameters of G).
+
+        Examples
+        --------
+        >>> key = model.write_results()  # doctest: +SKIP
+        >>> dpst.tl.distortion(adata, key)  # doctest: +SKIP
+        """
         self._require_trained("write_results")
         adata = self._validate_adata(adata)
         key = key_added or f"X_{type(self).__name__.lower()}"
@@ -359,6 +474,18 @@ class _DPModel:
 
         ``model.pt`` holds tensors only (loaded with ``weights_only=True``), ``model.json``
         the settings and names, ``history.csv`` the per-epoch history.
+
+        Parameters
+        ----------
+        path
+            The folder to write (written aside and renamed into place).
+        overwrite
+            Replace an existing ``path``.
+
+        Raises
+        ------
+        FileExistsError
+            ``path`` exists and ``overwrite`` is False.
         """
         path = Path(path)
         if path.exists() and not overwrite:
@@ -392,7 +519,32 @@ class _DPModel:
         """Load a model saved by :meth:`save` onto ``adata``: the same genes and the same spots.
 
         Spots may come in another order (the held-out set follows them by name).
-        Raises :class:`ModelFileError` for a corrupt, truncated or unsafe file.
+        A model built on a stored graph (``graph_key``) needs that graph in ``adata``.
+
+        Parameters
+        ----------
+        path
+            A folder written by :meth:`save`.
+        adata
+            The same genes (in order) and the same spots (any order).
+        device
+            Where to put the weights: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+        Returns
+        -------
+        DPVAE or DPSCVI
+            The loaded model.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` is not a saved model.
+        ModelFileError
+            A corrupt, truncated or unsafe file.
+        TypeError
+            ``path`` holds the other model class.
+        ValueError
+            ``adata``'s genes or spots differ from the saved ones.
         """
         path = Path(path)
         if not (path / "model.json").exists() or not (path / "model.pt").exists():
@@ -401,7 +553,9 @@ class _DPModel:
         if meta["class"] != cls.__name__:
             raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
         if list(adata.var_names) != meta["var_names"]:
-            raise ValueError(f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on")
+            raise ValueError(
+                f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on"
+            )
         spot_order = _stored_spot_positions(adata, meta["obs_names"], path)
         device = resolve_device(device)
         state = _read_weights(path / "model.pt", device)
@@ -513,7 +667,7 @@ class DPVAE(_DPModel):
     The input (``adata.X`` by default) must be log1p of normalized counts, as
     :func:`dpst.pp.preprocess` writes it.
 
-%(parameters)s
+    %(parameters)s
 
     Examples
     --------
@@ -534,6 +688,7 @@ class DPVAE(_DPModel):
             )
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
+        """The model input as dense float32: it is already log-normalized."""
         x = self._input(self._validate_adata(adata))
         return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
 
@@ -547,7 +702,7 @@ class DPSCVI(_DPModel):
 
     The input (``adata.layers['counts']`` by default) must hold raw counts.
 
-%(parameters)s
+    %(parameters)s
 
     Examples
     --------

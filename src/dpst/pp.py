@@ -1,4 +1,4 @@
-"""Preprocessing of Visium counts with documented defaults (scanpy, squidpy)."""
+"""Preprocessing of Visium counts with documented defaults (scanpy, squidpy), and the penalty's pair graph."""
 
 from __future__ import annotations
 
@@ -35,12 +35,34 @@ HVG_FLAVORS = ("seurat_v3", "seurat", "cell_ranger")
 
 
 def stored_values(x) -> np.ndarray:
-    """The stored entries of a dense or sparse matrix (a sparse one's zeros need no check)."""
+    """The stored entries of a dense or sparse matrix (a sparse one's zeros need no check).
+
+    Parameters
+    ----------
+    x
+        A numpy array or a scipy sparse matrix.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x.data`` for a sparse matrix, else ``x`` as an array.
+    """
     return x.data if sp.issparse(x) else np.asarray(x)
 
 
 def is_raw_counts(x) -> bool:
-    """Whether a matrix holds non-negative integers only."""
+    """Whether a matrix holds non-negative integers only.
+
+    Parameters
+    ----------
+    x
+        A numpy array or a scipy sparse matrix.
+
+    Returns
+    -------
+    bool
+        True when every stored value is a non-negative integer (of any dtype).
+    """
     values = stored_values(x)
     return bool(np.all(values >= 0) and np.all(values == np.round(values)))
 
@@ -119,7 +141,19 @@ def _check_loess_input(counts) -> None:
 
 
 def grid_neighbors(adata: ad.AnnData, n_neighs: int = 6) -> None:
-    """Visium hexagonal-grid graph (squidpy) in ``obsp["spatial_connectivities"]``."""
+    """Visium hexagonal-grid graph (squidpy) in ``obsp["spatial_connectivities"]``.
+
+    squidpy's grid graph on ``obsm["spatial"]``; also writes
+    ``obsp["spatial_distances"]`` and ``uns["spatial_neighbors"]``. It is the
+    graph of the spatial autocorrelation (:func:`dpst.tl.spatial_autocorrelation`).
+
+    Parameters
+    ----------
+    adata
+        Spots with coordinates in ``obsm["spatial"]``; modified in place.
+    n_neighs
+        Neighbours per spot: 6 for the Visium hexagon.
+    """
     import squidpy as sq
 
     # squidpy >= 1.7 deprecates the generic entry point in favour of the grid one.
@@ -180,8 +214,44 @@ def preprocess(
     6. squidpy's grid graph (``n_neighs=6``: the Visium hexagon) in
        ``obsp["spatial_connectivities"]``/``obsp["spatial_distances"]``.
 
-    Parameters are recorded in ``uns["dpst_preprocess"]``. ``adata.X`` must hold
-    raw counts. Returns the processed AnnData (a new one when ``copy``).
+    Parameters are recorded in ``uns["dpst_preprocess"]``.
+
+    Parameters
+    ----------
+    adata
+        Spots x genes with raw counts in ``X`` and coordinates in ``obsm["spatial"]``.
+    min_counts
+        Spots with fewer counts are dropped.
+    min_genes
+        Spots with fewer detected genes are dropped (None: no such filter).
+    min_cells
+        Genes detected in fewer spots are dropped.
+    n_top_genes
+        Highly variable genes to select (clipped, with a warning, to the genes left).
+    hvg_flavor
+        ``"seurat_v3"`` (on raw counts), ``"seurat"`` or ``"cell_ranger"``.
+    target_sum
+        Counts per spot after ``normalize_total``.
+    n_neighs
+        Neighbours per spot of the grid graph.
+    subset_hvg
+        Keep only the highly variable genes.
+    copy
+        Work on a copy and return it, leaving ``adata`` as it was.
+
+    Returns
+    -------
+    anndata.AnnData
+        The processed AnnData (``adata`` itself unless ``copy``).
+
+    Raises
+    ------
+    ValueError
+        ``X`` does not hold raw counts, a setting makes no sense, or no data is left.
+
+    Examples
+    --------
+    >>> adata = dpst.pp.preprocess(dpst.io.read_spaceranger("outs"))  # doctest: +SKIP
     """
     import scanpy as sc
 
@@ -234,7 +304,18 @@ def preprocess(
 
 
 def describe_preprocessing(adata: ad.AnnData) -> str:
-    """Two lines for a log: the genes kept against those asked for, and the micrometre calibration."""
+    """Two lines for a log: the genes kept against those asked for, and the micrometre calibration.
+
+    Parameters
+    ----------
+    adata
+        An AnnData processed by :func:`preprocess`.
+
+    Returns
+    -------
+    str
+        The two lines.
+    """
     record = adata.uns["dpst_preprocess"]
     genes = f"{record['n_hvg']} highly variable genes ({record['hvg_flavor']})"
     if record["n_top_genes_clipped"]:

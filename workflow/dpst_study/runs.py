@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -47,7 +46,37 @@ def train_run(
     penalty_settings: dict,
     train_settings: dict,
 ) -> tuple:
-    """Train one (model, alpha, seed) run and evaluate it. Returns (model, metrics, per-dimension)."""
+    """Train one (model, alpha, seed) run and evaluate it.
+
+    Parameters
+    ----------
+    adata
+        The preprocessed section.
+    model
+        ``"vae"`` or ``"scvi"``.
+    alpha
+        Weight of the penalty.
+    seed
+        The model's seed.
+    model_settings
+        The config's ``model`` section (``likelihood`` applies to scVI only).
+    penalty_settings
+        The config's ``penalty`` section (``latent`` and ``warmup_epochs`` are
+        renamed to the model's ``penalty_latent`` and ``penalty_warmup_epochs``).
+    train_settings
+        Arguments of ``train()``.
+
+    Returns
+    -------
+    tuple
+        The trained model, its metrics (:func:`dpst.metrics.evaluate_model` with
+        the run's settings, timing and preprocessing record) and the per-dimension table.
+
+    Raises
+    ------
+    ValueError
+        An unknown model, or a device this job cannot see.
+    """
     if model not in MODEL_CLASSES:
         raise ValueError(f"model must be one of {sorted(MODEL_CLASSES)}, got {model!r}")
     check_device(str(train_settings.get("device", "auto")))
@@ -78,8 +107,20 @@ def train_run(
 
 
 def preprocess_record(adata: ad.AnnData) -> dict:
-    """What preprocessing decided that a run's metadata should show: the genes asked
-    for (more than ``n_genes`` when clipped) and the micrometre calibration."""
+    """What preprocessing decided that a run's metadata should show.
+
+    The genes asked for (more than ``n_genes`` when clipped) and the micrometre calibration.
+
+    Parameters
+    ----------
+    adata
+        A section processed by :func:`dpst.pp.preprocess` (others give an empty dict).
+
+    Returns
+    -------
+    dict
+        ``n_top_genes_requested``, ``um_per_pixel`` and ``calibration`` where recorded.
+    """
     record = adata.uns.get("dpst_preprocess", {})
     calibration = record.get("calibration", {})
     out = {}
@@ -92,7 +133,18 @@ def preprocess_record(adata: ad.AnnData) -> dict:
 
 
 def check_device(device: str) -> None:
-    """A ``train.device`` naming a GPU this job cannot see is the user's error, said in one line."""
+    """A ``train.device`` naming a GPU this job cannot see is the user's error, said in one line.
+
+    Parameters
+    ----------
+    device
+        The config's ``train.device``.
+
+    Raises
+    ------
+    ValueError
+        The device names a GPU this job does not see.
+    """
     try:
         resolve_device(device)  # the library's check; a missing GPU is a RuntimeError there
     except RuntimeError:
@@ -104,7 +156,18 @@ def check_device(device: str) -> None:
 
 
 def strict_json(value):
-    """``value`` with NaN and infinities as None, so that json.dumps writes null (valid JSON)."""
+    """``value`` with NaN and infinities as None, so that json.dumps writes null (valid JSON).
+
+    Parameters
+    ----------
+    value
+        A float, or dicts, lists and tuples of them (other values pass unchanged).
+
+    Returns
+    -------
+    object
+        The same structure with non-finite floats replaced by None.
+    """
     if isinstance(value, dict):
         return {key: strict_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -161,7 +224,25 @@ def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> No
 
 
 def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-run metrics.json files -> (one row per run, one row per run and latent dimension)."""
+    """Per-run metrics.json files -> (one row per run, one row per run and latent dimension).
+
+    Parameters
+    ----------
+    paths
+        metrics.json files, each next to its run's autocorrelation.tsv.
+
+    Returns
+    -------
+    runs : pandas.DataFrame
+        One row per run, sorted by section, model, alpha and seed (null read as NaN).
+    per_dimension : pandas.DataFrame
+        One row per run and latent dimension.
+
+    Raises
+    ------
+    ValueError
+        ``paths`` is empty.
+    """
     rows, dims = [], []
     for path in paths:
         path = Path(path)
@@ -181,5 +262,11 @@ def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def set_threads(n: int) -> None:
-    """Torch uses the job's threads, no more (jobs share a node)."""
+    """Torch uses the job's threads, no more (jobs share a node).
+
+    Parameters
+    ----------
+    n
+        The job's threads (at least 1 is used).
+    """
     torch.set_num_threads(max(1, int(n)))
