@@ -89,3 +89,23 @@ def test_ellipses_are_equal_circles_for_an_isometry_and_align_with_a_stretch(gri
     stretch = local_metric_ellipses(grid * np.array([1.0, 4.0]), grid).dropna()
     np.testing.assert_allclose(stretch["axis_ratio"], 4.0, rtol=1e-9)
     assert np.allclose(np.abs(stretch["angle"]), 90.0)  # the major axis along y
+
+
+def test_optimal_lam_is_the_lower_weighted_median_on_ties_and_exact_halves():
+    ds = np.array([100.0, 100.0, 200.0, 100.0, 173.2])
+    dz = np.array([1.0, 2.0, 4.0, 2.0, 3.464])  # ratios 0.01, 0.02, 0.02, 0.02, 0.02 (tied)
+    w = np.ones(5)
+    ratio, mass = dz / ds, w * ds
+    order = np.argsort(ratio, kind="stable")
+    # the smallest ratio whose cumulative mass reaches half the total, summed by hand
+    cumulative, expected = 0.0, None
+    for i in order:
+        cumulative += mass[i]
+        if cumulative >= 0.5 * mass.sum():
+            expected = ratio[i]
+            break
+    assert optimal_lam(dz, ds, w) == expected == pytest.approx(0.02)
+    # exactly half the mass on each side: the lower ratio (numpy's inverted_cdf), not a midpoint
+    assert optimal_lam(np.array([1.0, 3.0]), np.array([100.0, 100.0]), np.ones(2)) == 0.01
+    # zero weights carry no mass
+    assert optimal_lam(np.array([1.0, 3.0, 5.0]), np.full(3, 100.0), np.array([0.0, 0.0, 1.0])) == 0.05
