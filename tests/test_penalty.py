@@ -6,7 +6,6 @@ import torch
 
 from dpst.graph import spatial_graph
 from dpst.module import DistortionPenalty, pair_distances
-from dpst.train import _PairSampler
 
 KIND_PARAMS = {
     "knn": {"n_neighbors": 5},
@@ -120,24 +119,3 @@ def test_penalty_gradients(random_pairs):
     gap = pair_distances(z_t.detach(), edges) - 0.8 * ds
     expected = (w * -torch.sign(gap) * 0.8 * ds).sum() / graph.denominator("pairs")
     assert float(penalty.log_lam.grad) == pytest.approx(float(expected), rel=1e-10)
-
-
-@pytest.mark.parametrize("kind", ["knn", "gaussian"])
-def test_minibatch_penalty_is_unbiased(random_pairs, kind):
-    """Seeds + their neighbours, edges weighted 1/(2p): the batch mean equals the full penalty."""
-    z, s = random_pairs
-    graph = spatial_graph(s, kind, **KIND_PARAMS[kind])
-    sampler = _PairSampler(graph, "pairs", torch.device("cpu"))
-    penalty = DistortionPenalty(lam=0.9, learn_lam=False)
-    zt = torch.as_tensor(z, dtype=torch.float32)
-    edges, ds, w = sampler.full()
-    full = float(penalty(pair_distances(zt, edges), ds, w, sampler.denominator))
-    rng = np.random.default_rng(0)
-    estimates = []
-    for _ in range(3000):
-        seeds = np.sort(rng.choice(len(s), size=8, replace=False))
-        spots, _, local_edges, ds_b, w_b, denom = sampler.batch(seeds)
-        estimates.append(float(penalty(pair_distances(zt[spots], local_edges), ds_b, w_b, denom)))
-    assert np.mean(estimates) == pytest.approx(full, rel=0.03)
-    # random spots alone would keep few of G's edges
-    assert len(spots) > len(seeds)

@@ -8,11 +8,12 @@ i.e. the study's ``loss_VAE`` divided by the number of spots (as scvi-tools
 does), so ``alpha`` does not grow with N; the study's ``alpha`` is ours times N.
 
 Full batch (``batch_size=None``) takes every training spot each step: right for
-a Visium section. Minibatches keep G's edges: each step samples seed spots,
-adds their graph neighbours, computes the ELBO on the seeds and the penalty on
-every edge touching a seed, weighted ``1 / (2 p)`` with ``p`` the share of
-spots that are seeds. An edge is counted once per seed endpoint, so the batch
-penalty is an unbiased estimate of the full one.
+a Visium section. Minibatches with the penalty keep G's edges by being spatially
+local: each epoch cuts the tissue into square tiles at a random offset and packs
+whole tiles into batches, so almost every edge lies inside a batch and every spot
+is encoded once per epoch, as without the penalty. Each counted edge is weighted
+by the inverse of its probability of falling inside a tile, so the batch penalty
+is an unbiased estimate of the full one (:class:`_PairSampler` states it exactly).
 """
 
 from __future__ import annotations
@@ -127,10 +128,55 @@ def dense_rows(x, rows: np.ndarray | slice, device: torch.device) -> torch.Tenso
     return torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
 
 
-class _PairSampler:
-    """Edges of the training graph as tensors, and their minibatch estimates."""
+# Edges whose chance of falling inside one tile is below this are not left to the tiles
+# (their 1 / p weight would be large): each is counted in the batch of its first spot.
+LONG_EDGE_INCLUSION = 0.25
+# The tile side is twice this quantile of the edges' largest axis extent (so p >= 1/4 below it).
+TILE_EXTENT_QUANTILE = 0.99
 
-    def __init__(self, graph: SpatialGraph, normalization: str, device: torch.device):
+
+@dataclass
+class _Batch:
+    """One minibatch step of a tiled epoch.
+
+    ``spots`` (training-graph numbering) are encoded; the first ``n_elbo`` of them
+    carry the ELBO, the rest are far endpoints of long edges. ``edges`` index
+    ``spots``; ``ds`` and ``weights`` (sampling correction folded in) belong to them.
+    """
+
+    spots: np.ndarray
+    n_elbo: int
+    edges: torch.Tensor
+    ds: torch.Tensor
+    weights: torch.Tensor
+
+
+class _PairSampler:
+    """Edges of the training graph as tensors, and their minibatch estimates.
+
+    Minibatches of a sparse graph are spatially local (:meth:`epoch`): each epoch
+    lays a square grid of side ``tile`` over the tissue at a uniformly random
+    offset, visits its tiles in random order and packs them into about
+    ``N / batch_size`` batches, so every spot is encoded once per epoch, as
+    without the penalty. A batch's penalty sums the edges whose two spots share a
+    tile, each weighted ``K w_e / p_e / denominator`` (``K`` batches in the epoch):
+    an edge with axis extents ``(dx, dy)`` shares a tile with probability
+    ``p_e = (1 - dx / tile)(1 - dy / tile)`` over the offset. Rare long edges
+    (``p_e < 1/4``) are instead counted in the batch of their first spot, with
+    ``p_e = 1``, their other spot encoded as an extra (no ELBO).
+
+    Unbiasedness: for fixed latent codes, the mean of the batch penalties over one
+    epoch is ``sum_e w_e |d_z - lam d_s| 1[e counted] / (p_e D)``, whose expectation
+    over the offset is the full penalty ``sum_e w_e |d_z - lam d_s| / D`` with ``D``
+    the full objective's normalizer (``sum w`` for ``pairs``, ``N^2 / 2`` for ``n2``).
+    So a step drawn uniformly from an epoch is an unbiased estimate of the full
+    penalty, its value and its gradient.
+
+    The complete graph (``all``) is estimated from all pairs among random seeds instead.
+    """
+
+    def __init__(self, graph: SpatialGraph, normalization: str, device: torch.device,
+                 coords: np.ndarray | None = None):
         self.graph = graph
         self.complete = graph.is_complete
         self.denominator = graph.denominator(normalization)
@@ -138,36 +184,95 @@ class _PairSampler:
         self.edges = None if self.complete else torch.as_tensor(graph.edges, device=device)
         self.ds = torch.as_tensor(graph.distances, dtype=torch.float32, device=device)
         self.weights = torch.as_tensor(graph.weights, dtype=torch.float32, device=device)
-        self.adjacency = None if self.complete else graph.adjacency()
         self.device = device
+        self.coords = None if coords is None else np.asarray(coords, dtype=np.float64)
+        if self.complete or self.coords is None:
+            return
+        if self.coords.shape != (graph.n_obs, 2):
+            raise ValueError(f"coords must have shape ({graph.n_obs}, 2), got {self.coords.shape}")
+        extent = np.abs(self.coords[graph.edges[:, 1]] - self.coords[graph.edges[:, 0]])
+        self.tile = 2.0 * float(np.quantile(extent.max(axis=1), TILE_EXTENT_QUANTILE))
+        inclusion = np.prod(np.clip(1.0 - extent / self.tile, 0.0, None), axis=1)
+        self.long = inclusion < LONG_EDGE_INCLUSION
+        self.inverse_inclusion = graph.weights / np.where(self.long, 1.0, inclusion)
 
     def full(self):
         """(edges or None for all pairs, ds, weights) over the whole graph."""
         return self.edges, self.ds, None if self.complete else self.weights
 
-    def batch(self, seeds: np.ndarray):
-        """Spots to encode and the weighted pairs touching the seeds.
+    def seeds_batch(self, seeds: np.ndarray):
+        """Complete graph: all pairs among the seeds, scaled to the full number of pairs.
 
-        Returns (batch spots, local seed positions, local edges, ds, weights, denominator).
+        Returns (spots to encode, denominator); the caller takes ds from the seeds' coordinates.
         """
-        share = len(seeds) / self.graph.n_obs
-        if self.complete:
-            n_pairs = len(seeds) * (len(seeds) - 1) / 2
-            scale = (self.graph.n_obs * (self.graph.n_obs - 1) / 2) / n_pairs
-            # the caller takes ds from the seeds' coordinates
-            return seeds, np.arange(len(seeds)), None, None, None, self.denominator / scale
-        rows = self.adjacency[seeds]
-        neighbours = rows.indices
-        edge_ids = rows.data - 1
-        spots = np.union1d(seeds, neighbours)
-        seed_pos = np.searchsorted(spots, seeds)
-        local = np.stack(
-            [np.repeat(seed_pos, np.diff(rows.indptr)), np.searchsorted(spots, neighbours)], axis=1
-        )
-        eids = torch.as_tensor(edge_ids, device=self.device)
-        weights = self.weights[eids] / (2.0 * share)
-        local_edges = torch.as_tensor(local, device=self.device)
-        return spots, seed_pos, local_edges, self.ds[eids], weights, self.denominator
+        n_pairs = len(seeds) * (len(seeds) - 1) / 2
+        scale = (self.graph.n_obs * (self.graph.n_obs - 1) / 2) / n_pairs
+        return seeds, self.denominator / scale
+
+    def epoch(self, rng: np.random.Generator, batch_size: int) -> list[_Batch]:
+        """The batches of one tiled epoch (see the class docstring), every spot once."""
+        n = self.graph.n_obs
+        cell_xy = np.floor((self.coords + rng.uniform(0.0, self.tile, size=2)) / self.tile).astype(np.int64)
+        cell_xy -= cell_xy.min(axis=0)
+        _, tile_of = np.unique(cell_xy[:, 0] * (cell_xy[:, 1].max() + 1) + cell_xy[:, 1], return_inverse=True)
+        n_tiles = int(tile_of.max()) + 1
+        rank = rng.permutation(n_tiles)[tile_of]  # each spot's tile's place in the epoch
+        order = np.argsort(rank, kind="stable")  # spots tile by tile, tiles in epoch order
+        tile_sizes = np.bincount(rank, minlength=n_tiles)
+        n_target = max(1, round(n / batch_size))
+        # a tile opens batch floor(start * K / N): batches of about N / K spots, tiles never split
+        tile_batch = (np.cumsum(tile_sizes) - tile_sizes) * n_target // n
+        sizes = np.bincount(tile_batch, weights=tile_sizes, minlength=n_target).astype(np.int64)
+        sizes = _merge_small(sizes[sizes > 0])  # BatchNorm needs two spots
+        k = len(sizes)
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        batch_of = np.empty(n, dtype=np.int64)
+        batch_of[order] = np.repeat(np.arange(k), sizes)
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n) - bounds[batch_of[order]]
+
+        first, second = self.graph.edges[:, 0], self.graph.edges[:, 1]
+        counted = self.long | (tile_of[first] == tile_of[second])
+        ids = np.flatnonzero(counted)
+        edge_batch = batch_of[first[ids]]
+        sort = np.argsort(edge_batch, kind="stable")
+        ids, edge_batch = ids[sort], edge_batch[sort]
+        local = np.stack([position[first[ids]], position[second[ids]]], axis=1)
+        # far spots of long edges that lie in another batch become extras of this one
+        outside = batch_of[second[ids]] != edge_batch
+        keys = edge_batch[outside] * n + second[ids[outside]]
+        extra_keys, extra_of = np.unique(keys, return_inverse=True)
+        extra_batch, extra_spot = np.divmod(extra_keys, n)
+        extra_rank = np.arange(len(extra_keys)) - np.searchsorted(extra_batch, extra_batch)
+        local[outside, 1] = sizes[extra_batch][extra_of] + extra_rank[extra_of]
+        edge_bounds = np.searchsorted(edge_batch, np.arange(k + 1))
+        extra_bounds = np.searchsorted(extra_batch, np.arange(k + 1))
+
+        # one transfer per epoch; the batches are views
+        ids_t = torch.as_tensor(ids, device=self.device)
+        edges_t = torch.as_tensor(local, device=self.device)
+        ds_t = self.ds[ids_t]
+        weights_t = torch.as_tensor(k * self.inverse_inclusion[ids], dtype=torch.float32, device=self.device)
+        batches = []
+        for b in range(k):
+            e0, e1 = edge_bounds[b], edge_bounds[b + 1]
+            spots = np.concatenate([order[bounds[b]:bounds[b + 1]], extra_spot[extra_bounds[b]:extra_bounds[b + 1]]])
+            batches.append(_Batch(spots, int(sizes[b]), edges_t[e0:e1], ds_t[e0:e1], weights_t[e0:e1]))
+        return batches
+
+
+def _merge_small(sizes: np.ndarray, minimum: int = 2) -> np.ndarray:
+    """Merge batches below ``minimum`` spots into their predecessor (or successor)."""
+    sizes = list(sizes)
+    i = 0
+    while i < len(sizes) and len(sizes) > 1:
+        if sizes[i] < minimum:
+            j = i - 1 if i > 0 else i + 1
+            sizes[j] += sizes.pop(i)
+            i = max(i - 1, 0)
+        else:
+            i += 1
+    return np.asarray(sizes, dtype=np.int64)
 
 
 def train_module(
@@ -198,7 +303,7 @@ def train_module(
             f"the {graph.kind!r} graph has no pairs among the {len(train_idx)} training spots "
             f"(each of its {graph.n_edges} pairs touches a held-out spot): the penalty would be empty"
         )
-    pairs = _PairSampler(train_graph, penalty_settings.normalization, device)
+    pairs = _PairSampler(train_graph, penalty_settings.normalization, device, coords[train_idx])
     coords_train = torch.as_tensor(coords[train_idx], dtype=torch.float32, device=device)
 
     module.to(device)
@@ -222,6 +327,8 @@ def train_module(
         module.train()
         if full_batch:
             batches = [None]
+        elif penalty_on and not pairs.complete:
+            batches = pairs.epoch(rng, settings.batch_size)
         else:
             order = train_idx[rng.permutation(len(train_idx))]
             batches = [order[b:b + settings.batch_size] for b in range(0, len(order), settings.batch_size)]
@@ -230,6 +337,9 @@ def train_module(
         for seeds in batches:
             if seeds is None:
                 step = _full_step(module, penalty, x_train, pairs, kl_weight, penalty_on, penalty_settings)
+            elif isinstance(seeds, _Batch):
+                step = _tile_step(module, penalty, x, train_idx, pairs, seeds, kl_weight, penalty_settings,
+                                  device)
             else:
                 step = _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
                                    penalty_on, penalty_settings, device)
@@ -317,25 +427,32 @@ def _full_step(module, penalty, x, pairs: _PairSampler, kl_weight, penalty_on, s
 
 def _batch_step(module, penalty, x, train_idx, coords_train, pairs: _PairSampler, seeds,
                 kl_weight, penalty_on, settings, device):
+    """Random seeds: without the penalty, or with the complete graph (all pairs among the seeds)."""
     # seeds are spot indices into x; the pair graph is numbered over train_idx
-    seeds_local = np.searchsorted(train_idx, seeds)
-    if not penalty_on:
-        xb = dense_rows(x, seeds, device)
-        inf, gen = module(xb)
-        return _objective(module, penalty, xb, inf, gen, kl_weight, None, settings)
-    spots, seed_pos, edges, ds, weights, denominator = pairs.batch(seeds_local)
-    xb = dense_rows(x, train_idx[spots], device)
+    xb = dense_rows(x, seeds, device)
     inf, gen = module(xb)
-    z = _penalty_latent(inf, settings)
-    if edges is None:  # complete graph: all pairs among the seeds
+    dis = None
+    if penalty_on:
+        spots, denominator = pairs.seeds_batch(np.searchsorted(train_idx, seeds))
         ds = pair_distances(coords_train[torch.as_tensor(spots, device=device)])
-    dz = pair_distances(z, edges)
-    penalty.initialize_lam(dz.detach(), ds)
-    dis = penalty(dz, ds, weights, denominator)
-    seed_pos = torch.as_tensor(seed_pos, device=device)
-    inf_seeds = {k: v[seed_pos] for k, v in inf.items()}
-    gen_seeds = {k: (v[seed_pos] if v.dim() == 2 and len(v) == len(xb) else v) for k, v in gen.items()}
-    return _objective(module, penalty, xb[seed_pos], inf_seeds, gen_seeds, kl_weight, dis, settings)
+        dz = pair_distances(_penalty_latent(inf, settings))
+        penalty.initialize_lam(dz.detach(), ds)
+        dis = penalty(dz, ds, None, denominator)
+    return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
+
+
+def _tile_step(module, penalty, x, train_idx, pairs: _PairSampler, batch: _Batch, kl_weight, settings, device):
+    """A tiled batch: encode its spots (and long edges' extras), decode only the ELBO spots."""
+    xb = dense_rows(x, train_idx[batch.spots], device)
+    inf = module.inference(xb)
+    dz = pair_distances(_penalty_latent(inf, settings), batch.edges)
+    penalty.initialize_lam(dz.detach(), batch.ds)
+    dis = penalty(dz, batch.ds, batch.weights, pairs.denominator)
+    n = batch.n_elbo
+    if n < len(xb):
+        xb, inf = xb[:n], {key: value[:n] for key, value in inf.items()}
+    gen = module.generative(inf["z"], xb)
+    return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
 
 
 @torch.no_grad()

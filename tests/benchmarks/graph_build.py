@@ -27,7 +27,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np
 import scipy.sparse as sp
-cells, genes, density, kind, with_counts = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+cells, genes, density = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+kind, with_counts = sys.argv[4], sys.argv[5] == "1"
 from dpst.graph import spatial_graph
 rng = np.random.default_rng(0)
 side = int(np.ceil(np.sqrt(cells)))
