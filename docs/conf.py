@@ -10,7 +10,7 @@ from importlib.metadata import version as installed_version
 
 project = "dpst"
 author = "the dpst developers"
-copyright = "2026, the dpst developers"  # noqa: A001 (Sphinx reads this name)
+copyright = "2026, the dpst developers"
 release = installed_version("dpst")
 version = ".".join(release.split(".")[:2])
 

@@ -115,8 +115,11 @@ def _tissue_mask(xy_um: np.ndarray, n_spots: int, rng: np.random.Generator) -> n
 
 
 def _layer_domains(xy_um: np.ndarray, n_domains: int, rng: np.random.Generator) -> np.ndarray:
-    """Curved bands (like cortical layers): quantile bins of the distance to a
-    centre of curvature placed outside the tissue."""
+    """Curved bands, like cortical layers.
+
+    The bands are quantile bins of the distance to a centre of curvature
+    placed outside the tissue.
+    """
     centre = xy_um.mean(axis=0)
     extent = np.ptp(xy_um, axis=0).max() + SPOT_SPACING_UM
     angle = rng.uniform(-np.pi / 4, np.pi / 4) - np.pi / 2  # above the tissue
