@@ -34,6 +34,10 @@ from ._checks import check_int, check_real
 from .module import DistortionPenalty, VAEModule, pair_distances
 
 
+# what each step reports, in the history's column order
+_STEP_KEYS = ("loss", "reconstruction", "kl", "penalty")
+
+
 class TrainingDivergedError(RuntimeError):
     """The loss or the weights became NaN or infinite."""
 
@@ -318,6 +322,8 @@ def train_module(
     x_train = dense_rows(x, train_idx, device) if full_batch else None
     x_val = dense_rows(x, val_idx, device) if len(val_idx) else None
 
+    # on the CPU a per-step check costs nothing; on a GPU it would wait for every step
+    check_each_step = device.type == "cpu"
     history, best, stale = [], (math.inf, None), 0
     epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch",
                   disable=not settings.progress_bar)
@@ -343,18 +349,23 @@ def train_module(
             else:
                 step = _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
                                    penalty_on, penalty_settings, device)
-            _check_finite(step, epoch, settings.lr, penalty_settings.alpha)
+            if check_each_step:
+                _check_finite(step, epoch, settings.lr, penalty_settings.alpha)
             optimizer.zero_grad(set_to_none=True)
             step["loss"].backward()
             optimizer.step()
             step["loss"] = step["loss"].detach()
             steps.append(step)
+        # one read-back per epoch: (steps, 4) float32 values as float64, the same numbers .item() gives
+        values = torch.stack([torch.stack([s[key] for key in _STEP_KEYS]) for s in steps]).double().cpu().numpy()
+        if not check_each_step:  # the first step whose loss was not finite, as the per-step check reports it
+            for i in np.flatnonzero(~np.isfinite(values[:, 0]))[:1]:
+                _check_finite(dict(zip(_STEP_KEYS, map(torch.tensor, values[i]), strict=True)), epoch,
+                              settings.lr, penalty_settings.alpha)
+        columns = np.ascontiguousarray(values.T)  # np.mean of a contiguous row: as of a list of floats
         record = {
             "epoch": epoch,
-            "loss": float(np.mean([s["loss"].item() for s in steps])),
-            "reconstruction": float(np.mean([s["reconstruction"].item() for s in steps])),
-            "kl": float(np.mean([s["kl"].item() for s in steps])),
-            "penalty": float(np.mean([s["penalty"].item() for s in steps])),
+            **{key: float(np.mean(column)) for key, column in zip(_STEP_KEYS, columns, strict=True)},
             "lam": penalty.lam if penalty_on else math.nan,
             "kl_weight": kl_weight,
         }
@@ -405,7 +416,7 @@ def _objective(module, penalty, x, inf, gen, kl_weight, dis, settings):
     loss = reconstruction + kl_weight * kl
     if dis is not None:
         loss = loss + settings.alpha * dis
-    nan = torch.tensor(math.nan)
+    nan = torch.full((), math.nan, device=loss.device)
     return {"loss": loss, "reconstruction": reconstruction.detach(), "kl": kl.detach(),
             "penalty": nan if dis is None else dis.detach()}
 

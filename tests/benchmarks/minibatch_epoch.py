@@ -13,7 +13,7 @@ the training loop's own step functions, interleaved in blocks, plus the per-epoc
 batch assembly, and prints the epoch as assembly + K x mean step (K steps per epoch).
 
     python tests/benchmarks/minibatch_epoch.py [--cells 100000] [--genes 2000] [--batch-size 128]
-        [--mode epoch|steps] [--epochs 1] [--repeats 2] [--steps 200] [--models vae scvi]
+        [--mode epoch|steps] [--epochs 1] [--repeats 2] [--steps 200] [--models vae scvi] [--threads 1]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def make_data(cells: int, genes: int, density: float, seed: int = 0) -> ad.AnnDa
     rng = np.random.default_rng(seed)
     side = math.isqrt(cells - 1) + 1
     coords = np.stack(np.divmod(np.arange(cells), side), axis=1) * 10.0 + rng.uniform(-3, 3, size=(cells, 2))
-    nnz = max(1, int(round(density * genes)))
+    nnz = max(1, round(density * genes))
     stride = genes // nnz
     indices = (rng.integers(0, stride, size=(cells, 1)) + stride * np.arange(nnz)).ravel().astype(np.int32)
     data = (1 + rng.poisson(2.0, size=cells * nnz)).astype(np.float32)
@@ -163,7 +163,9 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--models", nargs="+", default=["vae", "scvi"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     adata = make_data(args.cells, args.genes, args.density)
     print(f"machine: {machine()}; {args.cells} cells x {args.genes} genes ({args.density:.0%} non-zero), "
