@@ -278,8 +278,8 @@ class _DPModel:
         lr
             Adam's learning rate.
         batch_size
-            None: full batch. Otherwise seed spots per minibatch; the penalty keeps
-            every pair of G touching a seed.
+            None: full batch. Otherwise about this many spots per minibatch; with the
+            penalty the batches are spatially tiled so they keep G's pairs (unbiased).
         kl_warmup_epochs
             Epochs over which the KL weight rises linearly from 0 to 1.
         validation_fraction
