@@ -6,7 +6,7 @@ reference ``src`` (e.g. ``git worktree add /tmp/perf_base HEAD``) and once with 
 checkout, each in its own child process, and compares latents, reconstructions,
 lam and the history exactly.
 
-    python tests/benchmarks/fullbatch_bits.py --reference /tmp/perf_base/src [--epochs 50]
+    python tests/benchmarks/fullbatch_bits.py --reference /tmp/perf_base/src [--epochs 50] [--threads 1]
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ np.savez(out, **arrays)
 """
 
 
-def run(src: str, out: str, epochs: int) -> None:
-    env = dict(os.environ, PYTHONPATH=src)
+def run(src: str, out: str, epochs: int, threads: int) -> None:
+    # With 2 threads on a loaded machine, even one implementation is not repeatable run to run
+    # (DPVAE, alpha 100: last-bit differences from epoch ~15 on), so the comparison pins the threads.
+    env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     subprocess.run([sys.executable, "-c", CHILD, out, str(epochs)], env=env, check=True)
 
 
@@ -51,14 +53,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", required=True, help="src folder of the reference implementation")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each run")
     parser.add_argument("--keep", default=None, help="folder for the two .npz files (default: a temporary one)")
     args = parser.parse_args()
     here = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = args.keep or tmp
         ref, cand = os.path.join(tmp, "reference.npz"), os.path.join(tmp, "candidate.npz")
-        run(os.path.abspath(args.reference), ref, args.epochs)
-        run(here, cand, args.epochs)
+        run(os.path.abspath(args.reference), ref, args.epochs, args.threads)
+        run(here, cand, args.epochs, args.threads)
         a, b = np.load(ref), np.load(cand)
         same = True
         for key in sorted(a.files):
