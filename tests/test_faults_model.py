@@ -120,7 +120,7 @@ def test_load_refuses_different_spots_and_counts_them(saved, tiny):
         dpst.DPVAE.load(saved, fewer)
     renamed = tiny.copy()
     renamed.obs_names = [f"other{i}" if i < 3 else name for i, name in enumerate(tiny.obs_names)]
-    with pytest.raises(ValueError, match="3 of those are missing from adata and 3 of adata's are new$"):
+    with pytest.raises(ValueError, match=r"3 of those are missing from adata and 3 of adata's are new$"):
         dpst.DPVAE.load(saved, renamed)
 
 
@@ -305,7 +305,7 @@ def test_evaluate_model_warns_for_every_undefined_metric(tiny):
     model = dpst.DPVAE(tiny, alpha=10.0, n_neighbors=6).train(**{**QUICK, "validation_fraction": 0.0})
     with torch.no_grad():  # latent dimension z0 becomes constant over spots
         model.module.encoder.mean.weight[0] = 0.0
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning) as caught:  # noqa: PT030 - every warning is compared below
         metrics, _ = evaluate_model(model)
     warned = {str(w.message) for w in caught if str(w.message).startswith("evaluate_model")}
     assert warned == {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -23,10 +22,10 @@ import anndata as ad
 import pandas as pd
 import pytest
 import yaml
+from _workflow import REPO, copy_workflow, job_counts, snakemake
 from snakemake.utils import validate
 
 import dpst
-from _workflow import REPO, copy_workflow, job_counts, snakemake
 from dpst._files import atomic_path
 from dpst_study import runs
 from dpst_study.jobs import one_line
@@ -191,8 +190,8 @@ def expected_train_error(workdir: Path, config: dict, model="vae", alpha=0.0) ->
     config = json.loads(json.dumps(config))
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
     adata = ad.read_h5ad(workdir / "results/preprocessed/S1.h5ad")
-    with pytest.raises(Exception) as err:
-        runs.set_threads(1)
+    runs.set_threads(1)
+    with pytest.raises(Exception) as err:  # noqa: PT011 - whatever the job raises, its message is compared
         train_run(adata, model, alpha, 0, config["model"], config["penalty"], config["train"])
     return f"ERROR: section S1, {model} alpha {alpha:g} seed 0: {one_line(err.value)}"
 
@@ -255,7 +254,7 @@ def test_unexpected_error_keeps_its_traceback_in_log_and_console(preprocessed, t
 def test_user_error_in_preprocessing_ends_with_one_line(preprocessed):
     config = small_config(**{"preprocess.min_counts": 10**9})
     adata = dpst.io.read_spaceranger(preprocessed / "resources/simulated/S1")
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError) as err:  # noqa: PT011 - its message is what the job must print
         dpst.pp.preprocess(adata, **config["preprocess"])
     line = f"ERROR: section S1: {one_line(err.value)}"
     cfg = write_config(preprocessed, config, "min_counts.yaml")
@@ -349,7 +348,7 @@ def killed_and_resumed(tmp_path_factory):
         proc = start(killed, cfg)
         for kill_number in range(2):
             since = time.time()
-            wait_for(lambda: training(killed, since)
+            wait_for(lambda since=since, kill_number=kill_number: training(killed, since)
                      and (kill_number == 0 or any((killed / "results/runs").rglob("metrics.json"))), proc)
             kill(proc)
             finished_at_kill.append(len(list((killed / "results/runs").rglob("metrics.json"))))
@@ -371,7 +370,7 @@ def killed_and_resumed(tmp_path_factory):
 
 
 def test_kill_9_twice_then_resume_gives_identical_metrics(killed_and_resumed):
-    reference, killed, cfg, hints, finished_at_kill, resumed = killed_and_resumed
+    reference, killed, cfg, hints, finished_at_kill, _resumed = killed_and_resumed
     assert len(hints) == 2
     for hint in hints:
         assert len(hint) == 1
@@ -500,7 +499,7 @@ def write_runs_onto_full_disks(tmp_path: Path) -> list[str]:
 def test_atomic_path_replaces_only_on_success(tmp_path):
     target = tmp_path / "table.tsv"
     target.write_text("old\n")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:  # noqa: PT012 - the crash happens mid-write
         tmp.write_text("half")
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old\n" and list(tmp_path.iterdir()) == [target]

@@ -7,8 +7,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dpst import pl
-from dpst_study import figures
 from dpst.metrics import local_metric_ellipses
+from dpst_study import figures
 
 SPACING = 100.0  # micrometres between neighbouring Visium spots
 ALPHA_ON = 10.0
@@ -181,7 +181,7 @@ def test_figure5_one_row_per_model_and_files(tmp_path):
     assert_files(pl.save_figure(fig, [tmp_path / "f5.png", tmp_path / "f5.pdf"]))
     with pytest.raises(ValueError, match="no runs with alpha = 10"):
         figures.figure5(runs[runs["alpha"] == 0], ALPHA_ON)
-    with pytest.raises(ValueError, match="lacks column.*mse_all"):
+    with pytest.raises(ValueError, match=r"lacks column.*mse_all"):
         figures.figure5(runs.drop(columns="mse_all"), ALPHA_ON)
 
 
@@ -222,7 +222,7 @@ def test_figure6_symlog_and_files(sweep, tmp_path):
     assert len(lines) == 2 * 2 and all(line.get_xdata()[0] == 0.0 for line in lines)
     assert_files(pl.save_figure(fig, tmp_path / "figure6"))
     single = figures.figure6(sweep, sections=["P1"])
-    assert len([ax for ax in single.axes if ax.get_xscale() == "symlog"][0].get_lines()) == 2
+    assert len(next(ax for ax in single.axes if ax.get_xscale() == "symlog").get_lines()) == 2
     with pytest.raises(ValueError, match="lacks column"):
         figures.figure6(sweep.drop(columns="moran_I"))
 

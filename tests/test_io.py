@@ -197,7 +197,7 @@ def test_h5_missing_dataset(spaceranger_dir):
 
 def test_missing_positions(spaceranger_dir):
     (spaceranger_dir / "spatial" / "tissue_positions_list.csv").unlink()
-    with pytest.raises(SpaceRangerFormatError, match="tissue_positions.csv or tissue_positions_list.csv"):
+    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions.csv or tissue_positions_list.csv"):
         read_spaceranger(spaceranger_dir)
 
 
@@ -214,32 +214,32 @@ def test_positions_column_dropped(spaceranger_dir):
 
 
 def test_positions_text_in_coordinates(spaceranger_dir):
-    _edit_positions(spaceranger_dir, lambda i, row: row[:4] + ["abc", row[5]] if i == 5 else row)
+    _edit_positions(spaceranger_dir, lambda i, row: [*row[:4], "abc", row[5]] if i == 5 else row)
     with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv.*'abc' on line 6"):
         read_spaceranger(spaceranger_dir)
 
 
 def test_positions_ragged_row(spaceranger_dir):
-    _edit_positions(spaceranger_dir, lambda i, row: row + ["7"] if i == 3 else row)
+    _edit_positions(spaceranger_dir, lambda i, row: [*row, "7"] if i == 3 else row)
     with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv"):
         read_spaceranger(spaceranger_dir)
 
 
 def test_missing_scalefactors(spaceranger_dir):
     (spaceranger_dir / "spatial" / "scalefactors_json.json").unlink()
-    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json"):
+    with pytest.raises(SpaceRangerFormatError, match=r"scalefactors_json.json"):
         read_spaceranger(spaceranger_dir)
 
 
 def test_scalefactors_without_spot_diameter(spaceranger_dir):
     path = spaceranger_dir / "spatial" / "scalefactors_json.json"
     path.write_text(json.dumps({"tissue_lowres_scalef": 0.05}))
-    with pytest.raises(SpaceRangerFormatError, match="scalefactors_json.json: spot_diameter_fullres must be a positive finite number of pixels, got None"):
+    with pytest.raises(SpaceRangerFormatError, match=r"scalefactors_json.json: spot_diameter_fullres must be a positive finite number of pixels, got None"):
         read_spaceranger(spaceranger_dir)
 
 
 def test_no_common_barcodes(spaceranger_dir):
-    _edit_positions(spaceranger_dir, lambda i, row: ["X" + row[0]] + row[1:])
+    _edit_positions(spaceranger_dir, lambda i, row: ["X" + row[0], *row[1:]])
     with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv.*in common"):
         read_spaceranger(spaceranger_dir)
 
@@ -296,7 +296,7 @@ def test_calibration_warns_when_the_scale_factor_disagrees(sim_adata):
 def test_calibration_impossible(sim_adata):
     del sim_adata.obs["array_col"]
     del sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"]
-    with pytest.raises(ValueError, match="cannot calibrate pixels to micrometres: adata.obs has no array_row/array_col"):
+    with pytest.raises(ValueError, match=r"cannot calibrate pixels to micrometres: adata.obs has no array_row/array_col"):
         um_per_pixel(sim_adata)
 
 
@@ -305,7 +305,7 @@ def test_calibration_impossible(sim_adata):
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("value", ["inf", "-Infinity"])
 def test_positions_non_finite_pixels(spaceranger_dir, value):
-    _edit_positions(spaceranger_dir, lambda i, row: row[:5] + [value] if i == 3 else row)
+    _edit_positions(spaceranger_dir, lambda i, row: [*row[:5], value] if i == 3 else row)
     with pytest.raises(SpaceRangerFormatError, match=rf"tissue_positions_list\.csv: non-finite pxl_col_in_fullres '{value}' on line 4"):
         read_spaceranger(spaceranger_dir)
 
@@ -319,7 +319,7 @@ def test_scalefactor_not_a_positive_finite_number(spaceranger_dir, value):
 
 
 def test_all_spots_at_one_position(spaceranger_dir):
-    _edit_positions(spaceranger_dir, lambda i, row: row[:4] + ["1000", "2000"])
+    _edit_positions(spaceranger_dir, lambda i, row: [*row[:4], "1000", "2000"])
     with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv: all 250 in-tissue spots sit at the same pixel position \(2000, 1000\)"):
         read_spaceranger(spaceranger_dir)
 
@@ -329,7 +329,7 @@ def test_duplicated_positions_warn_with_counts(spaceranger_dir):
     first = _positions(spaceranger_dir)[on_tissue[0]]
     copy_to = set(on_tissue[1:4])
     _edit_positions(spaceranger_dir, lambda i, row: row[:2] + first[2:] if i in copy_to else row)
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning) as caught:  # noqa: PT030 - both messages are checked below
         read_spaceranger(spaceranger_dir)
     messages = [str(w.message) for w in caught]
     assert any("3 of 250 in-tissue spots repeat the pixel position of another spot" in m for m in messages)

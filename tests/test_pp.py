@@ -138,7 +138,7 @@ def test_other_flavour(sim_adata):
 
 
 def test_mitochondrial_genes_flagged(sim_adata):
-    sim_adata.var_names = ["mt-Co1", "MT-ND1"] + sim_adata.var_names[2:].to_list()
+    sim_adata.var_names = ["mt-Co1", "MT-ND1", *sim_adata.var_names[2:].to_list()]
     out = preprocess(sim_adata, min_counts=0, min_cells=0, subset_hvg=False, copy=True)
     assert out.var["mt"].iloc[:2].all() and not out.var["mt"].iloc[2:].any()
     assert (out.obs["pct_counts_mt"] > 0).all()
@@ -158,7 +158,7 @@ def test_spatial_um_and_graph(processed):
 
 def test_interior_spots_have_six_neighbours(sim_adata):
     out = preprocess(sim_adata, min_counts=0, min_cells=0, copy=True)
-    spots = list(zip(out.obs["array_row"], out.obs["array_col"]))
+    spots = list(zip(out.obs["array_row"], out.obs["array_col"], strict=True))
     occupied = set(spots)
     ring = [(0, 2), (0, -2), (1, 1), (1, -1), (-1, 1), (-1, -1)]
     interior = np.array([all((r + dr, c + dc) in occupied for dr, dc in ring) for r, c in spots])

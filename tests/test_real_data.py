@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _workflow import REPO, copy_workflow, snakemake
 
 import dpst
-from _workflow import REPO, copy_workflow, snakemake
 
 REAL_DATA = Path(os.environ.get("DPST_REAL_DATA", REPO.parent / "shared" / "data" / "visium-muscle"))
 SECTIONS = ("Vis5A_2dpi", "Vis7B_5dpi")

@@ -31,7 +31,7 @@ def test_same_grid_step_in_array_units(sim_adata):
     """Same-row neighbours are 2 columns apart; adjacent rows shift by one column."""
     xy = spatial_um(sim_adata)
     obs = sim_adata.obs.reset_index(drop=True)
-    pos = {(r, c): i for i, (r, c) in enumerate(zip(obs["array_row"], obs["array_col"]))}
+    pos = {(r, c): i for i, (r, c) in enumerate(zip(obs["array_row"], obs["array_col"], strict=True))}
     for (r, c), i in pos.items():
         for dr, dc in [(0, 2), (1, 1), (1, -1)]:
             j = pos.get((r + dr, c + dc))

@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from _workflow import copy_workflow, snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _workflow import REPO, copy_workflow, job_counts, snakemake
 
 import dpst
-from _workflow import REPO, copy_workflow, job_counts, snakemake
+
 
 def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> str:
     path = workdir / "config" / name

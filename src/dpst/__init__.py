@@ -30,6 +30,7 @@ __all__ = [
     "DPSCVI",
     "DPVAE",
     "TrainingDivergedError",
+    "__version__",
     "graph",
     "io",
     "metrics",
@@ -37,5 +38,4 @@ __all__ = [
     "pp",
     "sim",
     "tl",
-    "__version__",
 ]

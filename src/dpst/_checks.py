@@ -41,6 +41,7 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {_shown(value)}")
+    value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         bounds = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")

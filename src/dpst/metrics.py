@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -97,8 +98,8 @@ def latent_pair_distances(latent: np.ndarray, graph: SpatialGraph) -> np.ndarray
     numpy.ndarray
         ``(E,)`` Euclidean latent distances, one per pair of ``graph.edges``.
     """
-    latent = torch.as_tensor(np.asarray(latent, dtype=np.float64))
-    return pair_distances(latent, torch.as_tensor(graph.edges)).numpy()
+    latent_t = torch.as_tensor(np.asarray(latent, dtype=np.float64))
+    return pair_distances(latent_t, torch.as_tensor(graph.edges)).numpy()
 
 
 def optimal_lam(dz: np.ndarray, ds: np.ndarray, weights: np.ndarray) -> float:
@@ -130,7 +131,7 @@ def distortion(
     latent: np.ndarray,
     graph: SpatialGraph,
     lam: float | None = None,
-    normalization: str = "pairs",
+    normalization: Literal["pairs", "n2"] = "pairs",
     eps: Sequence[float] = (0.05, 0.1),
 ) -> dict[str, float]:
     """Penalty value, lam and empirical distortion L_eps on G's pairs.

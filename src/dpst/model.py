@@ -199,7 +199,8 @@ class _DPModel:
         self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)
         self.seed = seed
         self.history: pd.DataFrame | None = None
-        self.train_indices = self.validation_indices = None
+        self.train_indices: np.ndarray | None = None
+        self.validation_indices: np.ndarray | None = None
         self.is_trained = False
 
     # ----------------------------------------------------------------- data
@@ -377,7 +378,7 @@ class _DPModel:
         adata = self._validate_adata(adata)
 
         def reconstruct(x):
-            inf, gen = self.module(x, use_mean=True)
+            _inf, gen = self.module(x, use_mean=True)
             return self.module.log_normalized(gen)
 
         return self._decode_batches(adata, batch_size, reconstruct)
@@ -408,7 +409,7 @@ class _DPModel:
             adata = adata[np.asarray(indices)]
 
         def nll(x):
-            inf, gen = self.module(x)
+            _inf, gen = self.module(x)
             return -self.module.log_likelihood(x, gen).sum(-1)
 
         return float(self._decode_batches(adata, batch_size, nll).mean())
@@ -557,8 +558,7 @@ class _DPModel:
                 f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on"
             )
         spot_order = _stored_spot_positions(adata, meta["obs_names"], path)
-        device = resolve_device(device)
-        state = _read_weights(path / "model.pt", device)
+        state = _read_weights(path / "model.pt", resolve_device(device))
         for name in ("train_indices", "validation_indices"):
             indices = state[name]
             if indices is not None and (
@@ -628,7 +628,7 @@ def _read_weights(file: Path, device: torch.device) -> dict:
         ) from None
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except Exception as error:  # torch reports a damaged file in many types, OSError among them
+    except Exception as error:  # noqa: BLE001 - torch reports a damaged file in many types, OSError among them
         reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise ModelFileError(f"{file}: corrupt or truncated ({reason})") from None
     keys = {"module", "penalty", "train_indices", "validation_indices"}

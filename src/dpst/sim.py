@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Set
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +32,7 @@ from scipy.spatial import cKDTree
 from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM
 from .pp import is_raw_counts
 
-__all__ = ["simulate_section", "write_spaceranger", "VISIUM_ROWS", "VISIUM_COLS"]
+__all__ = ["VISIUM_COLS", "VISIUM_ROWS", "simulate_section", "write_spaceranger"]
 
 VISIUM_ROWS = 78
 VISIUM_COLS = 128
@@ -134,8 +135,8 @@ def _layer_domains(xy_um: np.ndarray, n_domains: int, rng: np.random.Generator) 
 # --------------------------------------------------------------------------- #
 def _gene_patterns(n_genes: int, n_domains: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Assign each gene a pattern: marker of a domain (40%), gradient (20%), background."""
-    n_markers = int(round(0.4 * n_genes))
-    n_gradient = int(round(0.2 * n_genes))
+    n_markers = round(0.4 * n_genes)
+    n_gradient = round(0.2 * n_genes)
     kind = np.array(["background"] * n_genes, dtype=object)
     owner = np.full(n_genes, -1)
     perm = rng.permutation(n_genes)
@@ -175,7 +176,7 @@ def _nb_counts(mean: np.ndarray, dispersion: float, rng: np.random.Generator) ->
     return rng.poisson(rate)
 
 
-def _barcodes(n: int, rng: np.random.Generator, taken: set[str] = frozenset()) -> list[str]:
+def _barcodes(n: int, rng: np.random.Generator, taken: Set[str] = frozenset()) -> list[str]:
     """``n`` unique random 16-nt barcodes with the ``-1`` GEM-group suffix."""
     out: list[str] = []
     seen = set(taken)
@@ -194,7 +195,7 @@ def _barcodes(n: int, rng: np.random.Generator, taken: set[str] = frozenset()) -
 # --------------------------------------------------------------------------- #
 def _render_tissue(xy_px: np.ndarray, domain: np.ndarray | None, scalef: float, spot_diameter_px: float) -> np.ndarray:
     """A synthetic H&E-like RGB image (floats in [0, 1]): tissue tinted by domain."""
-    size = int(round(FULLRES_SIZE * scalef))
+    size = round(FULLRES_SIZE * scalef)
     centres = (np.arange(size) + 0.5) / scalef
     gx, gy = np.meshgrid(centres, centres)
     # 60 um covers the hexagonal cell of each spot, so the tissue looks continuous;

@@ -12,6 +12,7 @@ from zlib import crc32
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -72,7 +73,7 @@ def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common
     low, high = _shared_limits(frames, scales)
     fig = Figure(figsize=_figure4_size(high - low, len(frames)), layout="constrained")
     axes = fig.subplots(1, len(frames), sharex=True, sharey=True, squeeze=False)[0]
-    for ax, (name, df), scale in zip(axes, panels.items(), scales):
+    for ax, (name, df), scale in zip(axes, panels.items(), scales, strict=True):
         collection = ellipses(ax, df, scale, cmap=cmap, norm=norm)
         ax.set_title(_panel_title(name, df), fontsize=10)
         ax.set_xlabel("x (µm)")
@@ -98,7 +99,7 @@ def _shared_limits(frames: list[pd.DataFrame], scales: list[float],
     spot spacings, so one outlier does not shrink the tissue in every panel.
     """
     points, reach, spacing = [], 0.0, 0.0
-    for df, scale in zip(frames, scales):
+    for df, scale in zip(frames, scales, strict=True):
         valid = df.dropna(subset=ELLIPSE_COLUMNS)
         points.append(valid[["x", "y"]].to_numpy(dtype=float))
         if len(valid):
@@ -121,7 +122,8 @@ def _figure4_size(extent: np.ndarray, n_panels: int, panel_width: float = 4.2) -
 def _axis_ratio_colorbar(fig: Figure, mappable, axes, norm: LogNorm, extend: str) -> None:
     bar = fig.colorbar(mappable, ax=list(axes), label="axis ratio (major/minor)", extend=extend,
                        shrink=0.8, aspect=30)
-    ticks = [t for t in AXIS_RATIO_TICKS if norm.vmin <= t <= norm.vmax]
+    low, high = float(norm.vmin or 1.0), float(norm.vmax or 1.0)  # set by axis_ratio_norm
+    ticks = [t for t in AXIS_RATIO_TICKS if low <= t <= high]
     bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
     bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     bar.ax.yaxis.set_minor_locator(NullLocator())
@@ -168,7 +170,7 @@ def _mse_panel(ax: Axes, runs: pd.DataFrame, column: str, sections: list[str], a
     width = 0.38
     for j, state in enumerate(("off", "on")):
         group = runs[runs["state"] == state]
-        legend_label = _penalty_label(model, state, alpha_on)  # once, on the first bar drawn
+        legend_label: str | None = _penalty_label(model, state, alpha_on)  # once, on the first bar drawn
         for k, section in enumerate(sections):
             values = group.loc[group["section"] == section, column].dropna().to_numpy(dtype=float)
             if not values.size:
@@ -204,8 +206,8 @@ def figure5(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None 
     models = model_order(selected)
     fig = Figure(figsize=(max(8.0, 3.0 + 2.2 * len(sections)), 0.8 + 2.9 * len(models)), layout="constrained")
     axes = fig.subplots(len(models), len(MSE_PANELS), sharey="row", squeeze=False)
-    for row, model in zip(axes, models):
-        for ax, (column, where) in zip(row, MSE_PANELS):
+    for row, model in zip(axes, models, strict=True):
+        for ax, (column, where) in zip(row, MSE_PANELS, strict=True):
             _mse_panel(ax, selected[selected["model"] == model], column, sections, alpha_on)
             ax.set_label(f"{column}:{model}")
             ax.set_title(f"{MODEL_LABEL.get(model, model)}: {where}", fontsize=10)
@@ -287,7 +289,7 @@ def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure
     panels += [(column, f"{MODEL_LABEL.get(m, m)}: {title}", ylabel, runs[runs["model"] == m]) for m in models]
     fig = Figure(figsize=(4.5 * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels))
-    for ax, (column, title, ylabel, shown) in zip(axes, panels):
+    for ax, (column, title, ylabel, shown) in zip(axes, panels, strict=True):
         for _, row in _alpha_summary(shown, column).groupby(["model", "section"], sort=False):
             _alpha_line(ax, row, styles[row["section"].iloc[0]])
         _set_alpha_axis(ax, runs["alpha"].to_numpy(dtype=float))
@@ -317,7 +319,7 @@ def _alpha_line(ax: Axes, stats: pd.DataFrame, style: tuple[str, str]) -> None:
 
 def _figure6_legend(models: list[str], sections: list[str], styles: dict,
                     several_seeds: bool) -> tuple[list, list[str]]:
-    handles = [Line2D([], [], color=model_color(m, "on"), lw=2) for m in models]
+    handles: list[Artist] = [Line2D([], [], color=model_color(m, "on"), lw=2) for m in models]
     labels = [MODEL_LABEL.get(m, m) for m in models]
     if len(sections) > 1:
         handles += [Line2D([], [], color="0.3", ls=styles[s][0], marker=styles[s][1], ms=4) for s in sections]

@@ -95,11 +95,12 @@ def train_run(
     start = time.perf_counter()
     fitted.train(**train_settings)
     seconds = time.perf_counter() - start
+    epochs = len(fitted.history) if fitted.history is not None else 0
     metrics, per_dimension = evaluate_model(fitted)
     metrics.update(
         model=model, alpha=alpha, seed=seed, n_spots=adata.n_obs, n_genes=adata.n_vars,
-        epochs=len(fitted.history), train_seconds=seconds,
-        seconds_per_epoch=seconds / max(len(fitted.history), 1),
+        epochs=epochs, train_seconds=seconds,
+        seconds_per_epoch=seconds / max(epochs, 1),
         device=str(next(fitted.module.parameters()).device),
         **preprocess_record(adata),
     )
@@ -123,7 +124,7 @@ def preprocess_record(adata: ad.AnnData) -> dict:
     """
     record = adata.uns.get("dpst_preprocess", {})
     calibration = record.get("calibration", {})
-    out = {}
+    out: dict[str, int | float | str] = {}
     if "n_top_genes" in record:
         out["n_top_genes_requested"] = int(record["n_top_genes"])
     if "um_per_pixel" in calibration:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._blocks import Encoder
-from .._checks import check_int, check_real
+from dpst._checks import check_int, check_real
+from dpst.module._blocks import Encoder
 
 
 class VAEModule(nn.Module):
