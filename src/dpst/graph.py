@@ -50,6 +50,7 @@ class SpatialGraph:
 
     @property
     def n_edges(self) -> int:
+        """The number of pairs in the graph."""
         return len(self.edges)
 
     @property
@@ -140,6 +141,7 @@ def spatial_graph(
             f"all {n} spots are at the same position ({coords[0, 0]:g}, {coords[0, 1]:g}): "
             "the penalty needs spots at distinct positions"
         )
+    params: dict[str, float]
     if kind == "knn":
         edges, params = _knn_pairs(coords, n_neighbors), {"n_neighbors": n_neighbors}
     elif kind == "radius":

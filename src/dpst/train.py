@@ -29,10 +29,9 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .graph import SpatialGraph
 from ._checks import check_int, check_real
+from .graph import SpatialGraph
 from .module import DistortionPenalty, VAEModule, pair_distances
-
 
 # held-out sets above this many spots are scored chunk by chunk
 VALIDATION_CHUNK = 16_384
@@ -122,7 +121,7 @@ def resolve_device(device: str) -> torch.device:
 def split_spots(n_obs: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split into sorted (train, held-out) spot indices."""
     perm = np.random.default_rng(seed).permutation(n_obs)
-    n_val = int(round(validation_fraction * n_obs))
+    n_val = round(validation_fraction * n_obs)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -181,7 +180,7 @@ class _PairSampler:
     The complete graph (``all``) is estimated from all pairs among random seeds instead.
     """
 
-    def __init__(self, graph: SpatialGraph, normalization: str, device: torch.device,
+    def __init__(self, graph: SpatialGraph, normalization: Literal["pairs", "n2"], device: torch.device,
                  coords: np.ndarray | None = None):
         self.graph = graph
         self.complete = graph.is_complete
@@ -218,6 +217,7 @@ class _PairSampler:
     def epoch(self, rng: np.random.Generator, batch_size: int) -> list[_Batch]:
         """The batches of one tiled epoch (see the class docstring), every spot once."""
         n = self.graph.n_obs
+        assert self.coords is not None, "tiled batches need the spots' coordinates"
         cell_xy = np.floor((self.coords + rng.uniform(0.0, self.tile, size=2)) / self.tile).astype(np.int64)
         cell_xy -= cell_xy.min(axis=0)
         _, tile_of = np.unique(cell_xy[:, 0] * (cell_xy[:, 1].max() + 1) + cell_xy[:, 1], return_inverse=True)
@@ -269,16 +269,16 @@ class _PairSampler:
 
 def _merge_small(sizes: np.ndarray, minimum: int = 2) -> np.ndarray:
     """Merge batches below ``minimum`` spots into their predecessor (or successor)."""
-    sizes = list(sizes)
+    merged = list(sizes)
     i = 0
-    while i < len(sizes) and len(sizes) > 1:
-        if sizes[i] < minimum:
+    while i < len(merged) and len(merged) > 1:
+        if merged[i] < minimum:
             j = i - 1 if i > 0 else i + 1
-            sizes[j] += sizes.pop(i)
+            merged[j] += merged.pop(i)
             i = max(i - 1, 0)
         else:
             i += 1
-    return np.asarray(sizes, dtype=np.int64)
+    return np.asarray(merged, dtype=np.int64)
 
 
 def train_module(
@@ -321,6 +321,7 @@ def train_module(
         eps=settings.adam_eps,
     )
     full_batch = settings.batch_size is None or settings.batch_size >= len(train_idx)
+    batch_size = settings.batch_size or len(train_idx)  # spots per step when not full batch
     x_train = dense_rows(x, train_idx, device) if full_batch else None
     # a large held-out set stays sparse on the host and is scored in chunks (10^5 x 2,000 genes dense: 800 MB)
     chunked_val = len(val_idx) > VALIDATION_CHUNK
@@ -335,13 +336,14 @@ def train_module(
         kl_weight = min(1.0, epoch / settings.kl_warmup_epochs) if settings.kl_warmup_epochs else 1.0
         penalty_on = penalty_settings.alpha > 0 and epoch >= penalty_settings.warmup_epochs
         module.train()
+        batches: list
         if full_batch:
             batches = [None]
         elif penalty_on and not pairs.complete:
-            batches = pairs.epoch(rng, settings.batch_size)
+            batches = pairs.epoch(rng, batch_size)
         else:
             order = train_idx[rng.permutation(len(train_idx))]
-            batches = [order[b:b + settings.batch_size] for b in range(0, len(order), settings.batch_size)]
+            batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
             batches = [seeds for seeds in batches if len(seeds) >= 2]  # BatchNorm needs two spots
         steps = []
         for seeds in batches:

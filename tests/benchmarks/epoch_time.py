@@ -23,7 +23,7 @@ import torch
 import dpst
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from minibatch_epoch import machine, make_data  # noqa: E402
+from minibatch_epoch import machine, make_data
 
 warnings.filterwarnings("ignore")
 

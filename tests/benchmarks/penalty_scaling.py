@@ -49,10 +49,10 @@ def main():
         dense_g = torch.zeros(n, n)
         dense_g[edges[:, 0], edges[:, 1]] = w
 
-        def sparse():
+        def sparse(z=z, edges=edges, ds=ds, w=w, denom=denom):
             penalty(pair_distances(z, edges), ds, w, denom).backward()
 
-        def dense():
+        def dense(z=z, s=s, dense_g=dense_g, denom=denom):
             gap = dense_g * torch.abs(torch.cdist(z, z) - penalty.lam * torch.cdist(s, s))
             (gap.sum() / denom).backward()
 

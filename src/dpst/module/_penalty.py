@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_real
+from dpst._checks import check_real
 
 
 def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,7 +104,7 @@ class DistortionPenalty(nn.Module):
                 f"lam starts at {self.lam:g}: none of the {len(dz)} pairs has a positive, finite "
                 "d_z / d_s (the latent codes coincide)", UserWarning, stacklevel=2,
             )
-        self.initialized.fill_(True)
+        self.initialized.fill_(True)  # type: ignore[operator]  # a registered buffer (a Tensor)
 
     def forward(
         self,
