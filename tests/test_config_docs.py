@@ -109,15 +109,29 @@ def test_schema_walk_sees_nested_and_referenced_keys():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda s, r: (s, re.sub(r"^\| `penalty\.sigma` .*\n", "", r, flags=re.M)),
-         "penalty.sigma: in the schema but not in"),
-        (lambda s, r: (s, r.replace("`penalty.sigma`", "`penalty.sigmaa`")),
-         "penalty.sigmaa: in config/README.md but not in the schema"),
-        (lambda s, r: (s.replace("description: Lower-case hex md5.}", "description: Lower-case hex md5.}\n"
-                                 "      sha512: {type: string}", 1), r),
-         "sections.<name>.files.filtered_feature_bc_matrix.h5.sha512: in the schema"),
-        (lambda s, r: (s.replace("default: [0, 1, 2, 3, 4]", "default: [0, 1, 2]"), r),
-         "seeds: README default `[0, 1, 2, 3, 4]` differs"),
+        (
+            lambda s, r: (s, re.sub(r"^\| `penalty\.sigma` .*\n", "", r, flags=re.M)),
+            "penalty.sigma: in the schema but not in",
+        ),
+        (
+            lambda s, r: (s, r.replace("`penalty.sigma`", "`penalty.sigmaa`")),
+            "penalty.sigmaa: in config/README.md but not in the schema",
+        ),
+        (
+            lambda s, r: (
+                s.replace(
+                    "description: Lower-case hex md5.}",
+                    "description: Lower-case hex md5.}\n      sha512: {type: string}",
+                    1,
+                ),
+                r,
+            ),
+            "sections.<name>.files.filtered_feature_bc_matrix.h5.sha512: in the schema",
+        ),
+        (
+            lambda s, r: (s.replace("default: [0, 1, 2, 3, 4]", "default: [0, 1, 2]"), r),
+            "seeds: README default `[0, 1, 2, 3, 4]` differs",
+        ),
     ],
     ids=["missing", "unknown", "new-referenced-key", "stale-default"],
 )

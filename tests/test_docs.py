@@ -24,9 +24,23 @@ def test_docs_build_without_warnings(tmp_path):
     if missing:
         pytest.skip(f"the docs build needs {', '.join(missing)}: pip install -e '.[docs]'")
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(DOCS),
+            str(tmp_path / "html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"sphinx-build failed:\n{result.stderr}{result.stdout}"
     assert "WARNING" not in result.stderr, result.stderr

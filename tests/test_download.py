@@ -252,23 +252,21 @@ def test_bad_file_leaves_nothing_and_names_the_failed_check(serve, tmp_path, dam
     served, expected = CONTENT, dict(EXPECTED)
     if damage == "truncated":
         served = CONTENT[: len(CONTENT) // 2]
-        reason = (f"{len(served)} bytes, the config expects {len(CONTENT)}: "
-                  "truncated or a different file")
+        reason = f"{len(served)} bytes, the config expects {len(CONTENT)}: truncated or a different file"
     elif damage == "corrupt":
         served = CONTENT[:-1] + bytes([CONTENT[-1] ^ 1])
-        reason = (f"md5 {hashlib.md5(served).hexdigest()} does not match the config's "
-                  f"{EXPECTED['md5']}: corrupt or a different file")
+        reason = (
+            f"md5 {hashlib.md5(served).hexdigest()} does not match the config's "
+            f"{EXPECTED['md5']}: corrupt or a different file"
+        )
     else:  # size and md5 hold, sha256 does not: the run still fails, naming sha256
         expected["sha256"] = "0" * 64
-        reason = (f"sha256 {EXPECTED['sha256']} does not match the config's {'0' * 64}: "
-                  "corrupt or a different file")
+        reason = f"sha256 {EXPECTED['sha256']} does not match the config's {'0' * 64}: corrupt or a different file"
     mirror = serve(lambda handler, n, release: send(handler, served))
     with pytest.raises(DownloadError) as caught:
-        download(mirror_urls([mirror.url], SAMPLE, FILE), tmp_path / NAME,
-                 **{**expected, "timeout": 5, "retries": 0})
+        download(mirror_urls([mirror.url], SAMPLE, FILE), tmp_path / NAME, **{**expected, "timeout": 5, "retries": 0})
     assert str(caught.value) == (
-        f"could not download {NAME} from any mirror: {url_of(mirror.url)} ({reason}). "
-        f"{OTHER_ADVICE}"
+        f"could not download {NAME} from any mirror: {url_of(mirror.url)} ({reason}). {OTHER_ADVICE}"
     )
     assert not (tmp_path / NAME).exists() and leftovers(tmp_path) == []
 
@@ -304,14 +302,14 @@ def test_killed_download_leaves_nothing_after_the_next_run(serve, tmp_path):
 # ------------------------------------------------- through the workflow
 def checksum(path: Path) -> dict:
     data = path.read_bytes()
-    return {"bytes": len(data), "md5": hashlib.md5(data).hexdigest(),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {"bytes": len(data), "md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def publish_10x_sample(root: Path, sample_id: str, tmp_path: Path) -> dict:
     """Serve a simulated section under 10x's file names; return its `files` entry."""
-    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=5),
-                                      tmp_path / f"outs_{sample_id}")
+    outs = dpst.sim.write_spaceranger(
+        dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=5), tmp_path / f"outs_{sample_id}"
+    )
     folder = root / sample_id
     folder.mkdir(parents=True)
     h5 = folder / f"{sample_id}_filtered_feature_bc_matrix.h5"
@@ -363,8 +361,7 @@ def test_download_then_preprocess_from_local_server(workdir, file_server, tmp_pa
     files = publish_10x_sample(root, "SAMPLE_A", tmp_path)
     sections = {"T1": {"sample_id": "SAMPLE_A", "files": files}}
     config = download_config([closed_port_url(), url], sections)  # the first mirror is dead
-    snakemake(workdir, "results/preprocessed/T1.h5ad", "--cores", "1",
-              "--configfile", write_config(workdir, config))
+    snakemake(workdir, "results/preprocessed/T1.h5ad", "--cores", "1", "--configfile", write_config(workdir, config))
     h5 = workdir / "resources/10x/SAMPLE_A/SAMPLE_A_filtered_feature_bc_matrix.h5"
     assert checksum(h5) == files["filtered_feature_bc_matrix.h5"]
     assert (workdir / "resources/10x/SAMPLE_A/spatial/scalefactors_json.json").exists()
@@ -383,8 +380,7 @@ def test_corrupt_download_fails_the_job_naming_url_and_check(workdir, file_serve
     h5.write_bytes(bytes(data))
     config = download_config([url], {"T1": {"sample_id": "SAMPLE_B", "files": files}})
     target = "resources/10x/SAMPLE_B/SAMPLE_B_filtered_feature_bc_matrix.h5"
-    result = snakemake(workdir, target, "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
+    result = snakemake(workdir, target, "--cores", "1", "--configfile", write_config(workdir, config), check=False)
     assert result.returncode != 0
     message = result.stdout + result.stderr
     expected_md5 = files["filtered_feature_bc_matrix.h5"]["md5"]
@@ -406,8 +402,7 @@ def test_offline_download_says_what_to_do(workdir):
     config["download"] = {"mirrors": [dead], "timeout": 5, "retries": 0}
     sample = "V1_Mouse_Brain_Sagittal_Anterior"
     target = f"resources/10x/{sample}/{sample}_spatial.tar.gz"
-    result = snakemake(workdir, target, "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
+    result = snakemake(workdir, target, "--cores", "1", "--configfile", write_config(workdir, config), check=False)
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert (
@@ -419,9 +414,9 @@ def test_offline_download_says_what_to_do(workdir):
 
 
 def test_local_spaceranger_folder_skips_the_download(workdir, tmp_path):
-    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6),
-                                      tmp_path / "outs", positions="v2", root_attrs=False)
+    outs = dpst.sim.write_spaceranger(
+        dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6), tmp_path / "outs", positions="v2", root_attrs=False
+    )
     config = download_config([closed_port_url()], {"L1": {"local": str(outs)}})
-    snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
-              "--configfile", write_config(workdir, config))
+    snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1", "--configfile", write_config(workdir, config))
     assert not (workdir / "resources/10x").exists()

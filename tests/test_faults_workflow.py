@@ -82,26 +82,37 @@ NAN, INF = float("nan"), float("inf")
 CONFIG_ERRORS = {
     "alpha_nan": ({"penalty.alpha": NAN}, "penalty.alpha: must be a finite number, got nan"),
     "alpha_inf": ({"penalty.alpha": INF}, "penalty.alpha: must be a finite number, got inf"),
-    "sensitivity_alpha_nan": ({"sensitivity.alphas": [0, NAN]},
-                              "sensitivity.alphas[1]: must be a finite number, got nan"),
+    "sensitivity_alpha_nan": (
+        {"sensitivity.alphas": [0, NAN]},
+        "sensitivity.alphas[1]: must be a finite number, got nan",
+    ),
     "lr_inf": ({"train.lr": INF}, "train.lr: must be a finite number, got inf"),
     "figure4_section": ({"figure4.section": "S9"}, "figure4.section: unknown section(s) S9 (sections: S1)"),
-    "sensitivity_sections": ({"sensitivity.sections": ["S1", "S7"]},
-                             "sensitivity.sections: unknown section(s) S7 (sections: S1)"),
-    "published_sections": ({"published_sections": {"X1": "A1"}},
-                           "published_sections: unknown section(s) X1 (sections: S1)"),
+    "sensitivity_sections": (
+        {"sensitivity.sections": ["S1", "S7"]},
+        "sensitivity.sections: unknown section(s) S7 (sections: S1)",
+    ),
+    "published_sections": (
+        {"published_sections": {"X1": "A1"}},
+        "published_sections: unknown section(s) X1 (sections: S1)",
+    ),
     "sample_id_without_files": ({"sections.T1": {"sample_id": "V1_X"}}, "sections.T1: sample_id needs files too"),
-    "two_sources": ({"sections.T1": {"local": "outs", "simulate": {}}},
-                    "sections.T1: gives local and simulate; give exactly one source "
-                    "(sample_id + files | local | simulate)"),
+    "two_sources": (
+        {"sections.T1": {"local": "outs", "simulate": {}}},
+        "sections.T1: gives local and simulate; give exactly one source (sample_id + files | local | simulate)",
+    ),
     "no_source": ({"sections.T1": {}}, "sections.T1: needs a source: sample_id + files | local | simulate"),
-    "unknown_top_level_key": ({"sensitivty": {"alphas": [0, 1]}},
-                              "sensitivty: unknown key (known keys here: sections, download, preprocess, "
-                              "models, seeds, model, penalty, train, sensitivity, figure4, "
-                              "published_sections, resources)"),
-    "unknown_nested_key": ({"train.epochs": 5},
-                           "train.epochs: unknown key (known keys here: max_epochs, lr, batch_size, "
-                           "kl_warmup_epochs, validation_fraction, device)"),
+    "unknown_top_level_key": (
+        {"sensitivty": {"alphas": [0, 1]}},
+        "sensitivty: unknown key (known keys here: sections, download, preprocess, "
+        "models, seeds, model, penalty, train, sensitivity, figure4, "
+        "published_sections, resources)",
+    ),
+    "unknown_nested_key": (
+        {"train.epochs": 5},
+        "train.epochs: unknown key (known keys here: max_epochs, lr, batch_size, "
+        "kl_warmup_epochs, validation_fraction, device)",
+    ),
     "below_minimum": ({"train.max_epochs": 0}, "train.max_epochs: 0 is less than the minimum of 1"),
     "wrong_type": ({"seeds": ["a"]}, "seeds[0]: 'a' is not of type 'integer'"),
 }
@@ -123,8 +134,7 @@ def test_config_error_is_one_line_naming_the_key(workdir, case):
 # ------------------------------------------------------------ local folders
 def test_local_folder_files_are_inputs_and_changes_rerun_what_depends(workdir, tmp_path):
     outs = simulated_outs(tmp_path / "outs")
-    config = small_config(**{"sections.L1": {"local": str(outs)}, "train.max_epochs": 20,
-                             "train.kl_warmup_epochs": 10})
+    config = small_config(**{"sections.L1": {"local": str(outs)}, "train.max_epochs": 20, "train.kl_warmup_epochs": 10})
     cfg = write_config(workdir, config)
     targets = ["results/preprocessed/S1.h5ad", "results/runs/L1/vae/alpha0/seed0/metrics.json"]
     snakemake(workdir, *targets, "--cores", "2", "--configfile", cfg)
@@ -151,12 +161,18 @@ def test_local_folder_files_are_inputs_and_changes_rerun_what_depends(workdir, t
 
 LOCAL_MISSING = {
     "folder": (lambda outs: shutil.rmtree(outs), "Space Ranger folder {outs} not found"),
-    "matrix": (lambda outs: (outs / "filtered_feature_bc_matrix.h5").unlink(),
-               "{outs}/filtered_feature_bc_matrix.h5 not found (nor a single *_filtered_feature_bc_matrix.h5)"),
-    "positions": (lambda outs: (outs / "spatial/tissue_positions_list.csv").unlink(),
-                  "{outs}/spatial/tissue_positions.csv not found (nor tissue_positions_list.csv)"),
-    "scalefactors": (lambda outs: (outs / "spatial/scalefactors_json.json").unlink(),
-                     "{outs}/spatial/scalefactors_json.json not found"),
+    "matrix": (
+        lambda outs: (outs / "filtered_feature_bc_matrix.h5").unlink(),
+        "{outs}/filtered_feature_bc_matrix.h5 not found (nor a single *_filtered_feature_bc_matrix.h5)",
+    ),
+    "positions": (
+        lambda outs: (outs / "spatial/tissue_positions_list.csv").unlink(),
+        "{outs}/spatial/tissue_positions.csv not found (nor tissue_positions_list.csv)",
+    ),
+    "scalefactors": (
+        lambda outs: (outs / "spatial/scalefactors_json.json").unlink(),
+        "{outs}/spatial/scalefactors_json.json not found",
+    ),
 }
 
 
@@ -166,8 +182,15 @@ def test_missing_local_file_is_one_line_naming_section_and_path(workdir, tmp_pat
     damage, what = LOCAL_MISSING[missing]
     damage(outs)
     config = small_config(**{"sections.L1": {"local": str(outs)}})
-    result = snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
+    result = snakemake(
+        workdir,
+        "results/preprocessed/L1.h5ad",
+        "--cores",
+        "1",
+        "--configfile",
+        write_config(workdir, config),
+        check=False,
+    )
     assert result.returncode != 0
     assert error_lines(result) == [f"Error: section L1: {what.format(outs=outs)} (sections.L1.local)"]
     assert "Traceback" not in result.stdout + result.stderr
@@ -179,8 +202,7 @@ def test_missing_local_file_is_one_line_naming_section_and_path(workdir, tmp_pat
 def preprocessed(tmp_path_factory):
     """A workflow copy with S1 simulated and preprocessed."""
     workdir = copy_workflow(tmp_path_factory.mktemp("jobs") / "wf")
-    snakemake(workdir, "results/preprocessed/S1.h5ad", "--cores", "1",
-              "--configfile", write_config(workdir, SMALL))
+    snakemake(workdir, "results/preprocessed/S1.h5ad", "--cores", "1", "--configfile", write_config(workdir, SMALL))
     return workdir
 
 
@@ -222,14 +244,24 @@ def test_user_error_in_training_ends_with_one_line(preprocessed, case):
     alpha = 100.0 if case == "n_neighbors_above_spots" else 0.0
     line = expected_train_error(preprocessed, config, alpha=alpha)
     if case == "cuda_without_gpu":
-        assert line == ("ERROR: section S1, vae alpha 0 seed 0: train.device is 'cuda' but this job "
-                        "sees 0 CUDA GPU(s); set train.device to auto (GPU when visible, else CPU) or cpu")
+        assert line == (
+            "ERROR: section S1, vae alpha 0 seed 0: train.device is 'cuda' but this job "
+            "sees 0 CUDA GPU(s); set train.device to auto (GPU when visible, else CPU) or cpu"
+        )
     run = f"S1/vae/alpha{alpha:g}/seed0"
-    result = snakemake(preprocessed, f"results/runs/{run}/metrics.json", "--cores", "1",
-                       "--configfile", write_config(preprocessed, config, f"{case}.yaml"), check=False)
+    result = snakemake(
+        preprocessed,
+        f"results/runs/{run}/metrics.json",
+        "--cores",
+        "1",
+        "--configfile",
+        write_config(preprocessed, config, f"{case}.yaml"),
+        check=False,
+    )
     check_failed_job(result, preprocessed / f"logs/train/{run}.log", line)
     assert not (preprocessed / f"results/runs/{run}").exists() or not any(
-        (preprocessed / f"results/runs/{run}").iterdir())
+        (preprocessed / f"results/runs/{run}").iterdir()
+    )
 
 
 def test_unexpected_error_keeps_its_traceback_in_log_and_console(preprocessed, tmp_path):
@@ -240,8 +272,15 @@ def test_unexpected_error_keeps_its_traceback_in_log_and_console(preprocessed, t
     shutil.copy2(h5ad, tmp_path / "S1.h5ad")
     try:
         h5ad.write_bytes(b"not an HDF5 file\n" * 100)
-        result = snakemake(preprocessed, "results/runs/S1/vae/alpha0/seed0/metrics.json", "--cores", "1",
-                           "--configfile", cfg, check=False)
+        result = snakemake(
+            preprocessed,
+            "results/runs/S1/vae/alpha0/seed0/metrics.json",
+            "--cores",
+            "1",
+            "--configfile",
+            cfg,
+            check=False,
+        )
     finally:
         shutil.copy2(tmp_path / "S1.h5ad", h5ad)
     assert result.returncode != 0
@@ -258,8 +297,7 @@ def test_user_error_in_preprocessing_ends_with_one_line(preprocessed):
         dpst.pp.preprocess(adata, **config["preprocess"])
     line = f"ERROR: section S1: {one_line(err.value)}"
     cfg = write_config(preprocessed, config, "min_counts.yaml")
-    result = snakemake(preprocessed, "results/preprocessed/S1.h5ad", "--cores", "1",
-                       "--configfile", cfg, check=False)
+    result = snakemake(preprocessed, "results/preprocessed/S1.h5ad", "--cores", "1", "--configfile", cfg, check=False)
     check_failed_job(result, preprocessed / "logs/preprocess/S1.log", line)
     assert not (preprocessed / "results/preprocessed/S1.h5ad").exists()  # last user of `preprocessed`
 
@@ -267,11 +305,14 @@ def test_user_error_in_preprocessing_ends_with_one_line(preprocessed):
 def run_logged(tmp_path: Path, body: str, expected: str = "()") -> tuple[subprocess.CompletedProcess, str]:
     """``body`` in a fresh Python process under logged_to(log, expected=...)."""
     log = tmp_path / "job.log"
-    code = (f"from dpst_study.jobs import USER_ERRORS, logged_to\n"
-            f"with logged_to({str(log)!r}, expected={expected}, context='job: '):\n"
-            + "".join(f"    {line}\n" for line in body.splitlines()))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=REPO / "workflow")  # dpst_study
+    code = (
+        f"from dpst_study.jobs import USER_ERRORS, logged_to\n"
+        f"with logged_to({str(log)!r}, expected={expected}, context='job: '):\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO / "workflow"
+    )  # dpst_study
     return result, log.read_text()
 
 
@@ -283,8 +324,9 @@ def test_segfault_keeps_the_log_written_before(tmp_path):
 
 
 def test_expected_error_one_line_on_console_traceback_in_log(tmp_path):
-    result, log = run_logged(tmp_path, "print('started')\nraise ValueError('n_neighbors must be in [1, 9]')",
-                             expected="USER_ERRORS")
+    result, log = run_logged(
+        tmp_path, "print('started')\nraise ValueError('n_neighbors must be in [1, 9]')", expected="USER_ERRORS"
+    )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines()[-1] == "ERROR: job: n_neighbors must be in [1, 9]"
     assert "Traceback" not in result.stderr
@@ -304,9 +346,22 @@ def test_unexpected_error_traceback_in_log_and_console(tmp_path):
 # ---------------------------------------------- kill -9 and resume, NaN
 def start(workdir: Path, cfg: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "results/metrics/runs.tsv", "--cores", "2",
-         "--resources", "gpu=2", "--configfile", cfg],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "results/metrics/runs.tsv",
+            "--cores",
+            "2",
+            "--resources",
+            "gpu=2",
+            "--configfile",
+            cfg,
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -327,8 +382,11 @@ def training(workdir: Path, since: float) -> bool:
     """A train job that began after `since` is in its epochs (its progress bar is in its log)."""
     for log in (workdir / "logs/train").rglob("*.log") if (workdir / "logs/train").exists() else []:
         run = log.relative_to(workdir / "logs/train").with_suffix("")
-        if (log.stat().st_mtime > since and "epoch/s, loss=" in log.read_text(errors="replace")
-                and not (workdir / "results/runs" / run / "metrics.json").exists()):
+        if (
+            log.stat().st_mtime > since
+            and "epoch/s, loss=" in log.read_text(errors="replace")
+            and not (workdir / "results/runs" / run / "metrics.json").exists()
+        ):
             return True
     return False
 
@@ -348,20 +406,25 @@ def killed_and_resumed(tmp_path_factory):
         proc = start(killed, cfg)
         for kill_number in range(2):
             since = time.time()
-            wait_for(lambda since=since, kill_number=kill_number: training(killed, since)
-                     and (kill_number == 0 or any((killed / "results/runs").rglob("metrics.json"))), proc)
+            wait_for(
+                lambda since=since, kill_number=kill_number: (
+                    training(killed, since)
+                    and (kill_number == 0 or any((killed / "results/runs").rglob("metrics.json")))
+                ),
+                proc,
+            )
             kill(proc)
             finished_at_kill.append(len(list((killed / "results/runs").rglob("metrics.json"))))
             assert any((killed / ".snakemake/locks").glob("*.lock")), "no lock left behind"
-            blocked = snakemake(killed, "results/metrics/runs.tsv", "--cores", "2", "--configfile", cfg,
-                                check=False)
+            blocked = snakemake(killed, "results/metrics/runs.tsv", "--cores", "2", "--configfile", cfg, check=False)
             assert blocked.returncode != 0
             hints.append([line for line in blocked.stderr.splitlines() if line.startswith("Stale lock")])
             snakemake(killed, "--unlock", "--configfile", cfg)  # the documented command
             if kill_number == 0:
                 proc = start(killed, cfg)
-        resumed = snakemake(killed, "results/metrics/runs.tsv", "--cores", "2", "--resources", "gpu=2",
-                            "--configfile", cfg)
+        resumed = snakemake(
+            killed, "results/metrics/runs.tsv", "--cores", "2", "--resources", "gpu=2", "--configfile", cfg
+        )
     finally:
         if uninterrupted.poll() is None:
             uninterrupted.wait(timeout=600)
@@ -375,9 +438,11 @@ def test_kill_9_twice_then_resume_gives_identical_metrics(killed_and_resumed):
     for hint in hints:
         assert len(hint) == 1
         assert hint[0].startswith("Stale lock: the Snakemake run (pid ")
-        assert hint[0].endswith(f") that locked this folder was killed; remove its lock with "
-                                f"`snakemake --unlock --configfile {cfg}` and run again "
-                                "(incomplete outputs are redone).")
+        assert hint[0].endswith(
+            f") that locked this folder was killed; remove its lock with "
+            f"`snakemake --unlock --configfile {cfg}` and run again "
+            "(incomplete outputs are redone)."
+        )
     assert finished_at_kill[0] < finished_at_kill[1] < 4  # both kills hit the training
     expected = pd.read_csv(reference / "results/metrics/runs.tsv", sep="\t").drop(columns=TIMING)
     got = pd.read_csv(killed / "results/metrics/runs.tsv", sep="\t").drop(columns=TIMING)
@@ -406,8 +471,9 @@ def mount_tmpfs(folder: Path, size: str) -> str:
     if os.geteuid() != 0:
         return "mounting a small tmpfs needs root"
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     return "" if done.returncode == 0 else f"cannot mount a tmpfs here: {done.stderr.strip()}"
 
 
@@ -435,8 +501,7 @@ def tmpfs(tmp_path):
 def test_full_disk_in_a_job_leaves_no_partial_output(workdir, tmpfs):
     results = tmpfs(workdir / "results", "64k")  # the preprocessed section needs far more
     cfg = write_config(workdir, SMALL)
-    result = snakemake(workdir, "results/preprocessed/S1.h5ad", "--cores", "1", "--configfile", cfg,
-                       check=False)
+    result = snakemake(workdir, "results/preprocessed/S1.h5ad", "--cores", "1", "--configfile", cfg, check=False)
     assert result.returncode != 0
     assert not (results / "preprocessed/S1.h5ad").exists()
     assert not [p for p in results.rglob("*") if p.is_file()], "a partial file is left on the full disk"
@@ -451,19 +516,22 @@ def test_full_disk_while_writing_a_run_leaves_no_partial_file(tmp_path):
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
         problems = pool.submit(write_runs_onto_full_disks, tmp_path).result(timeout=900)
     if problems and problems[0].startswith("skip: "):
-        pytest.skip(problems[0][len("skip: "):])
+        pytest.skip(problems[0][len("skip: ") :])
     assert problems == []
 
 
 def write_runs_onto_full_disks(tmp_path: Path) -> list[str]:
     """Write a run onto tmpfs folders with room for nothing, for the latent only, and for
     all but metrics.json (the last write); what was left behind that should not be."""
-    section = dpst.pp.preprocess(dpst.io.read_spaceranger(simulated_outs(tmp_path / "outs")),
-                                 **SMALL["preprocess"])
-    fitted, metrics, per_dimension = train_run(section, "vae", 0.0, 0, {}, {},
-                                               {"max_epochs": 3, "device": "cpu"})
-    names = {"latent": "latent.h5ad", "autocorrelation": "autocorrelation.tsv", "history": "history.tsv",
-             "model": "model", "metrics": "metrics.json"}  # in the order write_run writes them
+    section = dpst.pp.preprocess(dpst.io.read_spaceranger(simulated_outs(tmp_path / "outs")), **SMALL["preprocess"])
+    fitted, metrics, per_dimension = train_run(section, "vae", 0.0, 0, {}, {}, {"max_epochs": 3, "device": "cpu"})
+    names = {
+        "latent": "latent.h5ad",
+        "autocorrelation": "autocorrelation.tsv",
+        "history": "history.tsv",
+        "model": "model",
+        "metrics": "metrics.json",
+    }  # in the order write_run writes them
 
     def pages(path: Path) -> int:  # tmpfs space of a file or folder, in 4 KiB pages
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]

@@ -22,9 +22,18 @@ def make_runs(sections=("A2", "P1"), alphas=(0.0, ALPHA_ON), seeds=(0, 1, 2)) ->
             for alpha in alphas:
                 for seed in seeds:
                     shift = 0.1 * i + 0.05 * j + 0.02 * np.log1p(alpha) + 0.01 * seed
-                    rows.append({"section": section, "model": model, "alpha": alpha, "seed": seed,
-                                 "moran_I": 0.4 + shift, "geary_C": 0.6 - shift,
-                                 "mse_heldout": 0.2 + shift, "mse_all": 0.15 + shift})
+                    rows.append(
+                        {
+                            "section": section,
+                            "model": model,
+                            "alpha": alpha,
+                            "seed": seed,
+                            "moran_I": 0.4 + shift,
+                            "geary_C": 0.6 - shift,
+                            "mse_heldout": 0.2 + shift,
+                            "mse_all": 0.15 + shift,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -40,8 +49,10 @@ def panels():
     coords = hex_grid()
     sheared = coords @ np.array([[2.0, 0.0], [1.0, 1.0]]) * 0.01  # x' = 2x + y, y' = y
     scaled = coords * 0.004
-    return {"scVI": local_metric_ellipses(sheared, coords),
-            "scVI + distance preserving": local_metric_ellipses(scaled, coords)}
+    return {
+        "scVI": local_metric_ellipses(sheared, coords),
+        "scVI + distance preserving": local_metric_ellipses(scaled, coords),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +155,17 @@ def test_ellipses_skips_nan_rows_and_orients_like_an_image(panels):
 
 def test_ellipse_angle_in_data_coordinates():
     """A 45-degree ellipse points along +x, +y in data, i.e. right and down on an inverted-y image."""
-    df = pd.DataFrame({"x": [0.0], "y": [0.0], "major": [1.0], "minor": [0.2], "angle": [45.0],
-                       "axis_ratio": [5.0], "size": [np.sqrt(0.2)]})
+    df = pd.DataFrame(
+        {
+            "x": [0.0],
+            "y": [0.0],
+            "major": [1.0],
+            "minor": [0.2],
+            "angle": [45.0],
+            "axis_ratio": [5.0],
+            "size": [np.sqrt(0.2)],
+        }
+    )
     fig = Figure(figsize=(3, 3), dpi=100)
     ax = fig.add_axes([0, 0, 1, 1])
     pl.ellipses(ax, df, scale=2.0, color="black", edgecolors="none")

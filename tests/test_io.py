@@ -136,9 +136,7 @@ def test_only_in_tissue_spots_in_matrix(tmp_path, sim_adata):
     positions = out / "spatial" / "tissue_positions.csv"
     lines = positions.read_text().splitlines()
     dropped = set(sim_adata.obs_names[:10])
-    lines = [
-        line.replace(",1,", ",0,", 1) if line.split(",")[0] in dropped else line for line in lines
-    ]
+    lines = [line.replace(",1,", ",0,", 1) if line.split(",")[0] in dropped else line for line in lines]
     positions.write_text("\n".join(lines) + "\n")
     read = read_spaceranger(out)
     assert_same_section(read, sim_adata[10:])
@@ -234,7 +232,10 @@ def test_missing_scalefactors(spaceranger_dir):
 def test_scalefactors_without_spot_diameter(spaceranger_dir):
     path = spaceranger_dir / "spatial" / "scalefactors_json.json"
     path.write_text(json.dumps({"tissue_lowres_scalef": 0.05}))
-    with pytest.raises(SpaceRangerFormatError, match=r"scalefactors_json.json: spot_diameter_fullres must be a positive finite number of pixels, got None"):
+    with pytest.raises(
+        SpaceRangerFormatError,
+        match=r"scalefactors_json.json: spot_diameter_fullres must be a positive finite number of pixels, got None",
+    ):
         read_spaceranger(spaceranger_dir)
 
 
@@ -279,7 +280,9 @@ def test_grid_neighbor_pairs_on_a_hexagon():
 
 def test_calibration_falls_back_to_the_scale_factor_saying_why(sim_adata):
     del sim_adata.obs["array_row"]
-    with pytest.warns(UserWarning, match=r"no array_row/array_col; micrometres per pixel taken from 65 / spot_diameter_fullres"):
+    with pytest.warns(
+        UserWarning, match=r"no array_row/array_col; micrometres per pixel taken from 65 / spot_diameter_fullres"
+    ):
         calibration = pixel_calibration(sim_adata)
     assert calibration.method == "spot_diameter"
     assert calibration.um_per_pixel == pytest.approx(55 / 89.0, rel=1e-12)
@@ -289,14 +292,19 @@ def test_calibration_warns_when_the_scale_factor_disagrees(sim_adata):
     # an older Space Ranger's value: the 55 um convention on a 65 um field
     scalefactors = sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]
     scalefactors["spot_diameter_fullres"] = 89.0
-    with pytest.warns(UserWarning, match=r"spot grid gives 0\.618 um per pixel, 65 / spot_diameter_fullres gives 0\.7303 \(\+18%\); using the grid"):
+    with pytest.warns(
+        UserWarning,
+        match=r"spot grid gives 0\.618 um per pixel, 65 / spot_diameter_fullres gives 0\.7303 \(\+18%\); using the grid",
+    ):
         assert um_per_pixel(sim_adata) == pytest.approx(55 / 89.0)
 
 
 def test_calibration_impossible(sim_adata):
     del sim_adata.obs["array_col"]
     del sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"]
-    with pytest.raises(ValueError, match=r"cannot calibrate pixels to micrometres: adata.obs has no array_row/array_col"):
+    with pytest.raises(
+        ValueError, match=r"cannot calibrate pixels to micrometres: adata.obs has no array_row/array_col"
+    ):
         um_per_pixel(sim_adata)
 
 
@@ -306,7 +314,9 @@ def test_calibration_impossible(sim_adata):
 @pytest.mark.parametrize("value", ["inf", "-Infinity"])
 def test_positions_non_finite_pixels(spaceranger_dir, value):
     _edit_positions(spaceranger_dir, lambda i, row: [*row[:5], value] if i == 3 else row)
-    with pytest.raises(SpaceRangerFormatError, match=rf"tissue_positions_list\.csv: non-finite pxl_col_in_fullres '{value}' on line 4"):
+    with pytest.raises(
+        SpaceRangerFormatError, match=rf"tissue_positions_list\.csv: non-finite pxl_col_in_fullres '{value}' on line 4"
+    ):
         read_spaceranger(spaceranger_dir)
 
 
@@ -314,13 +324,19 @@ def test_positions_non_finite_pixels(spaceranger_dir, value):
 def test_scalefactor_not_a_positive_finite_number(spaceranger_dir, value):
     path = spaceranger_dir / "spatial" / "scalefactors_json.json"
     path.write_text(path.read_text().replace(str(json.loads(path.read_text())["spot_diameter_fullres"]), value))
-    with pytest.raises(SpaceRangerFormatError, match=r"scalefactors_json\.json: spot_diameter_fullres must be a positive finite number of pixels"):
+    with pytest.raises(
+        SpaceRangerFormatError,
+        match=r"scalefactors_json\.json: spot_diameter_fullres must be a positive finite number of pixels",
+    ):
         read_spaceranger(spaceranger_dir)
 
 
 def test_all_spots_at_one_position(spaceranger_dir):
     _edit_positions(spaceranger_dir, lambda i, row: [*row[:4], "1000", "2000"])
-    with pytest.raises(SpaceRangerFormatError, match=r"tissue_positions_list\.csv: all 250 in-tissue spots sit at the same pixel position \(2000, 1000\)"):
+    with pytest.raises(
+        SpaceRangerFormatError,
+        match=r"tissue_positions_list\.csv: all 250 in-tissue spots sit at the same pixel position \(2000, 1000\)",
+    ):
         read_spaceranger(spaceranger_dir)
 
 

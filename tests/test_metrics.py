@@ -35,12 +35,15 @@ def gearys_c(x, w):
 def test_autocorrelation_matches_the_formulas(grid):
     rng = np.random.default_rng(0)
     x, y = grid[:, 0], grid[:, 1]
-    patterns = np.stack([
-        x / x.max(),                                   # smooth gradient: I near 1
-        np.sin(x / 150.0) + np.cos(y / 200.0),         # waves
-        (np.round(y / 86.6) % 2) * 2 - 1.0,            # alternating rows: I negative
-        rng.normal(size=len(x)),                       # noise: I near 0
-    ], axis=1)
+    patterns = np.stack(
+        [
+            x / x.max(),  # smooth gradient: I near 1
+            np.sin(x / 150.0) + np.cos(y / 200.0),  # waves
+            (np.round(y / 86.6) % 2) * 2 - 1.0,  # alternating rows: I negative
+            rng.normal(size=len(x)),  # noise: I near 0
+        ],
+        axis=1,
+    )
     got = spatial_autocorrelation(patterns, grid)
     w = hex_weights(grid)
     expected_i = [morans_i(p, w) for p in patterns.T]

@@ -204,16 +204,38 @@ def build_backend_installed() -> bool:
 def test_wheel_holds_the_library_only(tmp_path):
     """Build the wheel from a copy of the tracked sources: dpst (with py.typed), nothing of the workflow."""
     source = tmp_path / "source"
-    tracked = subprocess.run(["git", "ls-files", "-z", "pyproject.toml", "README.md", "LICENSE", "src"], cwd=ROOT,
-                             capture_output=True, check=True).stdout.decode().split("\0")
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "pyproject.toml", "README.md", "LICENSE", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, tracked):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, source / name)
     # Offline with this environment's build backend when it satisfies build-system.requires,
     # else in pip's isolated build environment (which downloads the backend).
     isolation = ["--no-build-isolation"] if build_backend_installed() else []
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q",
-                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            *isolation,
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("dpst-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -30,9 +30,7 @@ def test_counts_layer_equals_input(sim_adata, processed):
 
 def test_x_is_log1p_of_normalized_counts(sim_adata, processed):
     # Library sizes over all genes kept by min_cells, before the HVG subset.
-    kept_genes = sim_adata.var_names[
-        np.asarray((sim_adata[processed.obs_names].X > 0).sum(axis=0)).ravel() >= 5
-    ]
+    kept_genes = sim_adata.var_names[np.asarray((sim_adata[processed.obs_names].X > 0).sum(axis=0)).ravel() >= 5]
     raw = sim_adata[processed.obs_names, kept_genes].X.toarray()
     library = raw.sum(axis=1, keepdims=True)
     cols = kept_genes.get_indexer(processed.var_names)
@@ -59,7 +57,9 @@ def test_hvgs_favour_spatial_genes(processed, sim_adata):
 
 
 def test_n_top_genes_clipped(sim_adata):
-    with pytest.warns(UserWarning, match="n_top_genes=5000 but only 120 genes pass filtering .min_cells=0.; keeping all 120"):
+    with pytest.warns(
+        UserWarning, match="n_top_genes=5000 but only 120 genes pass filtering .min_cells=0.; keeping all 120"
+    ):
         out = preprocess(sim_adata, min_counts=0, min_cells=0, n_top_genes=5000, copy=True)
     assert out.n_vars == sim_adata.n_vars
     assert out.uns["dpst_preprocess"]["n_top_genes_clipped"] is True
@@ -113,7 +113,11 @@ def test_degenerate_counts_fail_cleanly_instead_of_crashing(case):
         ({"n_top_genes": 2.5}, TypeError, "n_top_genes must be an integer, got 2.5"),
         ({"min_counts": -1}, ValueError, "min_counts must be >= 0, got -1"),
         ({"min_cells": "10"}, TypeError, "min_cells must be an integer, got '10' (str)"),
-        ({"hvg_flavor": "seurat3"}, ValueError, "hvg_flavor must be one of seurat_v3, seurat, cell_ranger, got 'seurat3'"),
+        (
+            {"hvg_flavor": "seurat3"},
+            ValueError,
+            "hvg_flavor must be one of seurat_v3, seurat, cell_ranger, got 'seurat3'",
+        ),
         ({"target_sum": float("nan")}, ValueError, "target_sum must be finite and > 0, got nan"),
     ],
 )

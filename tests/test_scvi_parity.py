@@ -22,16 +22,15 @@ def test_heldout_reconstruction_matches_scvi_tools(likelihood):
 
     scvi.settings.seed = 0
     scvi.model.SCVI.setup_anndata(adata_train, layer="counts")
-    reference = scvi.model.SCVI(adata_train, n_hidden=128, n_latent=10, n_layers=1,
-                                dropout_rate=0.1, gene_likelihood=likelihood)
-    reference.train(max_epochs=EPOCHS, batch_size=BATCH, train_size=1.0, accelerator="cpu",
-                    enable_progress_bar=False)
+    reference = scvi.model.SCVI(
+        adata_train, n_hidden=128, n_latent=10, n_layers=1, dropout_rate=0.1, gene_likelihood=likelihood
+    )
+    reference.train(max_epochs=EPOCHS, batch_size=BATCH, train_size=1.0, accelerator="cpu", enable_progress_bar=False)
     reference_nll = float(reference.get_reconstruction_error(adata_test)["reconstruction_loss"])
 
     ours = dpst.DPSCVI(adata_train, alpha=0.0, likelihood=likelihood, seed=0)
     untrained_nll = ours.get_reconstruction_error(adata_test)
-    ours.train(max_epochs=EPOCHS, batch_size=BATCH, validation_fraction=0.0, kl_warmup_epochs=400,
-               progress_bar=False)
+    ours.train(max_epochs=EPOCHS, batch_size=BATCH, validation_fraction=0.0, kl_warmup_epochs=400, progress_bar=False)
     ours_nll = ours.get_reconstruction_error(adata_test)
 
     print(f"held-out NLL per spot ({likelihood}): scvi-tools {reference_nll:.2f}, dpst {ours_nll:.2f}")

@@ -44,8 +44,7 @@ def running_train_job(timeout: float = 600) -> str:
     """The id of the first training job SLURM reports as running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"],
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             job_id, _, comment = line.partition(" ")
             if comment.startswith("rule_train"):
@@ -55,8 +54,7 @@ def running_train_job(timeout: float = 600) -> str:
 
 
 def train_submissions(output: str) -> list[str]:
-    return [line for line in output.splitlines()
-            if line.startswith("sbatch call:") and "--comment rule_train" in line]
+    return [line for line in output.splitlines() if line.startswith("sbatch call:") and "--comment rule_train" in line]
 
 
 def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, demo_run):
@@ -64,8 +62,13 @@ def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, dem
 
     cluster = copy_workflow(tmp_path / "slurm")
     start = time.perf_counter()
-    first = subprocess.Popen([sys.executable, "-m", "snakemake", *PROFILE, *DEMO, "--verbose"],
-                             cwd=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *PROFILE, *DEMO, "--verbose"],
+        cwd=cluster,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     killed = running_train_job()
     subprocess.run(["scancel", killed], check=True)
     first_output, _ = first.communicate(timeout=1800)
@@ -77,8 +80,10 @@ def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, dem
     resumed = snakemake(cluster, *PROFILE, *DEMO, "--verbose")
     cluster_seconds = time.perf_counter() - start
     resubmitted = train_submissions(resumed.stdout + resumed.stderr)
-    print(f"demo wall time: local {local_seconds:.0f} s, SLURM {cluster_seconds:.0f} s "
-          f"(with one killed job and a resumed run)")
+    print(
+        f"demo wall time: local {local_seconds:.0f} s, SLURM {cluster_seconds:.0f} s "
+        f"(with one killed job and a resumed run)"
+    )
     print(resubmitted[0] if resubmitted else "")
 
     # the rerun resumed: trainings finished before the kill were not redone
@@ -96,7 +101,6 @@ def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, dem
     merged = local_runs.merge(cluster_runs, on=keys, suffixes=("_local", "_slurm"))
     assert len(merged) == len(local_runs) == len(cluster_runs)
     for metric in METRICS:
-        np.testing.assert_allclose(merged[f"{metric}_slurm"], merged[f"{metric}_local"], rtol=1e-6,
-                                   err_msg=metric)
+        np.testing.assert_allclose(merged[f"{metric}_slurm"], merged[f"{metric}_local"], rtol=1e-6, err_msg=metric)
     for name in ("table1/table1.csv", "figures/figure4.png", "figures/figure6.pdf"):
         assert (cluster / "results" / name).exists()

@@ -22,12 +22,18 @@ def make_runs(sections=SECTIONS, alphas=(0.0, ALPHA_ON)) -> pd.DataFrame:
             for alpha in alphas:
                 for seed in SEEDS:
                     base = 0.3 + 0.1 * i + 0.05 * j + 0.01 * alpha
-                    rows.append({
-                        "section": section, "model": model, "alpha": alpha, "seed": seed,
-                        "moran_I": base + 0.02 * seed ** 2, "geary_C": 1 - base - 0.03 * seed,
-                        "mse_heldout": 0.2 + 0.01 * seed + 0.001 * alpha + 0.05 * j,
-                        "mse_all": 0.18 + 0.01 * seed + 0.001 * alpha + 0.05 * j,
-                    })
+                    rows.append(
+                        {
+                            "section": section,
+                            "model": model,
+                            "alpha": alpha,
+                            "seed": seed,
+                            "moran_I": base + 0.02 * seed**2,
+                            "geary_C": 1 - base - 0.03 * seed,
+                            "mse_heldout": 0.2 + 0.01 * seed + 0.001 * alpha + 0.05 * j,
+                            "mse_all": 0.18 + 0.01 * seed + 0.001 * alpha + 0.05 * j,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -54,8 +60,9 @@ def test_table1_matches_numpy(runs):
     assert list(long["section"].unique()) == SECTIONS
     for row in long.itertuples():
         alpha = 0.0 if row.group == "Distorted" else ALPHA_ON
-        values = runs.loc[(runs["section"] == row.section) & (runs["model"] == row.model)
-                          & (runs["alpha"] == alpha), row.metric].to_numpy()
+        values = runs.loc[
+            (runs["section"] == row.section) & (runs["model"] == row.model) & (runs["alpha"] == alpha), row.metric
+        ].to_numpy()
         assert row.mean == pytest.approx(np.mean(values))
         assert row.sd == pytest.approx(np.std(values, ddof=1))
         assert row.n_seeds == len(SEEDS)
@@ -93,7 +100,11 @@ def test_wide_layout_and_cells(runs):
     wide = tables.table1_wide(long)
     assert list(wide.columns) == ["group", "method", "I A2", "I P1", "C A2", "C P1"]
     assert list(zip(wide["group"], wide["method"], strict=True)) == [
-        ("Distorted", "VAE"), ("Distorted", "scVI"), ("Distance Preserving", "VAE"), ("Distance Preserving", "scVI")]
+        ("Distorted", "VAE"),
+        ("Distorted", "scVI"),
+        ("Distance Preserving", "VAE"),
+        ("Distance Preserving", "scVI"),
+    ]
     row = long.set_index(["group", "model", "metric", "section"]).loc[("Distorted", "scvi", "geary_C", "P1")]
     cell = wide.set_index(["group", "method"]).loc[("Distorted", "scVI"), "C P1"]
     assert cell == f"{row['mean']:.2f} ({row['sd']:.2f})"
@@ -120,8 +131,14 @@ def test_markdown_and_latex_contain_every_cell(runs):
     assert len(lines) == 2 + len(wide)
     assert all(line.count("|") == len(wide.columns) + 1 for line in lines)
     # booktabs, one table environment, every body row has the full number of cells
-    for command in ("\\toprule", "\\bottomrule", "\\begin{tabular}{llcccc}", "\\cmidrule(lr){3-4}",
-                    "\\cmidrule(lr){5-6}", "\\multicolumn{2}{c}{Moran's $I$ $\\uparrow$}"):
+    for command in (
+        "\\toprule",
+        "\\bottomrule",
+        "\\begin{tabular}{llcccc}",
+        "\\cmidrule(lr){3-4}",
+        "\\cmidrule(lr){5-6}",
+        "\\multicolumn{2}{c}{Moran's $I$ $\\uparrow$}",
+    ):
         assert command in latex
     # a rule under the header and one between the two groups, each group named once
     assert latex.count("\\midrule") == 2

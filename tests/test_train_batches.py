@@ -38,8 +38,7 @@ def _epoch_means(sampler, z, penalty, batch_size, n_epochs, rng, use_weights=Tru
         for b in batches:
             # unweighted: keep the factor K (batches per epoch), drop 1 / p_e
             w = b.weights.double() if use_weights else torch.full_like(b.ds, len(batches), dtype=torch.float64)
-            values.append(float(penalty(pair_distances(z[b.spots], b.edges), b.ds.double(), w,
-                                        sampler.denominator)))
+            values.append(float(penalty(pair_distances(z[b.spots], b.edges), b.ds.double(), w, sampler.denominator)))
         means.append(np.mean(values))
     return np.asarray(means)
 
@@ -88,7 +87,7 @@ def test_every_spot_is_an_elbo_spot_once_per_epoch(scattered):
     sampler = _PairSampler(graph, "pairs", torch.device("cpu"), scattered)
     for batch_size in (2, 37, 128, 600, 5000):
         batches = sampler.epoch(np.random.default_rng(batch_size), batch_size)
-        elbo = np.concatenate([b.spots[:b.n_elbo] for b in batches])
+        elbo = np.concatenate([b.spots[: b.n_elbo] for b in batches])
         np.testing.assert_array_equal(np.sort(elbo), np.arange(len(scattered)))
         assert all(b.n_elbo >= 2 for b in batches)
         if batch_size <= len(scattered):
@@ -113,8 +112,7 @@ def test_epochs_are_seeded(scattered):
 
 @pytest.mark.parametrize("cls", [dpst.DPVAE, dpst.DPSCVI])
 def test_minibatch_training_with_the_penalty_is_reproducible(cls):
-    adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=400, n_genes=120, seed=3),
-                               n_top_genes=80)
+    adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=400, n_genes=120, seed=3), n_top_genes=80)
     runs = []
     for _ in range(2):
         model = cls(adata, alpha=100.0, seed=1)

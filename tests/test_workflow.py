@@ -28,10 +28,20 @@ def test_study_config_builds_the_full_dag_offline(workdir):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     counts = job_counts(workdir)
     sens = config["sensitivity"]
-    main = {(s, m, a, seed) for s in config["sections"] for m in config["models"]
-            for a in (0.0, float(config["penalty"]["alpha"])) for seed in config["seeds"]}
-    sweep = {(s, m, float(a), seed) for s in sens["sections"] for m in config["models"]
-             for a in sens["alphas"] for seed in sens["seeds"]}
+    main = {
+        (s, m, a, seed)
+        for s in config["sections"]
+        for m in config["models"]
+        for a in (0.0, float(config["penalty"]["alpha"]))
+        for seed in config["seeds"]
+    }
+    sweep = {
+        (s, m, float(a), seed)
+        for s in sens["sections"]
+        for m in config["models"]
+        for a in sens["alphas"]
+        for seed in sens["seeds"]
+    }
     assert len(main) == 4 * 2 * 2 * 5
     assert counts["train"] == len(main | sweep)
     assert counts["download_10x_file"] == 8
@@ -96,12 +106,18 @@ def test_demo_end_to_end(demo_run):
 
 
 def test_broken_local_folder_fails_naming_the_file(workdir, tmp_path):
-    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6),
-                                      tmp_path / "outs")
+    outs = dpst.sim.write_spaceranger(dpst.sim.simulate_section(n_spots=150, n_genes=80, seed=6), tmp_path / "outs")
     (outs / "spatial" / "scalefactors_json.json").unlink()
     config = demo_config_with({"L1": {"local": str(outs)}})
-    result = snakemake(workdir, "results/preprocessed/L1.h5ad", "--cores", "1",
-                       "--configfile", write_config(workdir, config), check=False)
+    result = snakemake(
+        workdir,
+        "results/preprocessed/L1.h5ad",
+        "--cores",
+        "1",
+        "--configfile",
+        write_config(workdir, config),
+        check=False,
+    )
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "scalefactors_json.json" in message and "section L1" in message

@@ -43,8 +43,13 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
         raise TypeError(f"{name} must be an integer, got {_shown(value)}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        bounds = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
-                  else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        bounds = (
+            f"in [{minimum}, {maximum}]"
+            if minimum is not None and maximum is not None
+            else f">= {minimum}"
+            if minimum is not None
+            else f"<= {maximum}"
+        )
         raise ValueError(f"{name} must be {bounds}, got {value}")
     return int(value)
 

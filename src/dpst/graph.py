@@ -76,9 +76,7 @@ class SpatialGraph:
         ids = np.arange(1, self.n_edges + 1, dtype=np.int64)
         rows = np.concatenate([self.edges[:, 0], self.edges[:, 1]])
         cols = np.concatenate([self.edges[:, 1], self.edges[:, 0]])
-        return sp.csr_matrix(
-            (np.concatenate([ids, ids]), (rows, cols)), shape=(self.n_obs, self.n_obs)
-        )
+        return sp.csr_matrix((np.concatenate([ids, ids]), (rows, cols)), shape=(self.n_obs, self.n_obs))
 
     def subgraph(self, keep: np.ndarray) -> SpatialGraph:
         """The graph induced on the spots ``keep`` (indices), renumbered 0..len(keep)-1."""
@@ -128,8 +126,7 @@ def spatial_graph(
     bad = ~np.isfinite(coords).all(axis=1)
     if bad.any():
         raise ValueError(
-            f"coords of {bad.sum()} of {len(coords)} spots are NaN or infinite "
-            f"(first at row {np.flatnonzero(bad)[0]})"
+            f"coords of {bad.sum()} of {len(coords)} spots are NaN or infinite (first at row {np.flatnonzero(bad)[0]})"
         )
     n = len(coords)
     if n < 2:
@@ -162,7 +159,9 @@ def spatial_graph(
     if coincident.any():
         warnings.warn(
             f"spatial_graph: dropped {coincident.sum()} of {len(edges)} pairs whose spots share "
-            "a position (zero spatial distance)", UserWarning, stacklevel=2,
+            "a position (zero spatial distance)",
+            UserWarning,
+            stacklevel=2,
         )
         edges, distances = edges[~coincident], distances[~coincident]
     if len(edges) == 0:

@@ -181,8 +181,7 @@ def _check_tissue_positions(positions: pd.DataFrame, path: Path) -> None:
     grid_shared = int(positions.duplicated(["array_row", "array_col"]).sum())
     if grid_shared:
         warnings.warn(
-            f"{path}: {grid_shared} of {len(positions)} in-tissue spots repeat the array_row/array_col of "
-            "another spot",
+            f"{path}: {grid_shared} of {len(positions)} in-tissue spots repeat the array_row/array_col of another spot",
             stacklevel=3,
         )
 

@@ -53,8 +53,7 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
     grid_neighbors(tmp, n_neighs=n_neighs)
     out = pd.DataFrame(index=pd.Index(names, name="dimension"))
     for mode, column, key in (("moran", "I", "moranI"), ("geary", "C", "gearyC")):
-        sq.gr.spatial_autocorr(tmp, mode=mode, genes=names, n_perms=None, transformation=True,
-                               show_progress_bar=False)
+        sq.gr.spatial_autocorr(tmp, mode=mode, genes=names, n_perms=None, transformation=True, show_progress_bar=False)
         out[f"{mode}_{column}"] = tmp.uns[key][column].reindex(names)
     return out
 
@@ -297,9 +296,7 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
     >>> metrics, per_dimension = dpst.metrics.evaluate_model(model)  # doctest: +SKIP
     """
     if not model.is_trained:
-        raise RuntimeError(
-            f"evaluate_model: the {type(model).__name__} is not trained; call model.train() first"
-        )
+        raise RuntimeError(f"evaluate_model: the {type(model).__name__} is not trained; call model.train() first")
     if adata is None:
         adata = model.adata
     elif not adata.obs_names.equals(model.adata.obs_names):
@@ -320,8 +317,9 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
         "moran_I": float(autocorr["moran_I"].mean(skipna=False)),
         "geary_C": float(autocorr["geary_C"].mean(skipna=False)),
         "mse_all": reconstruction_mse(observed, reconstructed),
-        "mse_heldout": (reconstruction_mse(observed[held_out], reconstructed[held_out])
-                        if has_held_out else float("nan")),
+        "mse_heldout": (
+            reconstruction_mse(observed[held_out], reconstructed[held_out]) if has_held_out else float("nan")
+        ),
         "lam_fitted": model.lam if model.penalty_settings.alpha > 0 else float("nan"),
     }
     metrics.update(distortion(latent, model.graph, normalization=model.penalty_settings.normalization))
@@ -331,28 +329,36 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
     return metrics, autocorr
 
 
-def _warn_undefined(
-    metrics: dict, autocorr: pd.DataFrame, has_held_out: bool, ellipses: pd.DataFrame
-) -> None:
+def _warn_undefined(metrics: dict, autocorr: pd.DataFrame, has_held_out: bool, ellipses: pd.DataFrame) -> None:
     """One warning per NaN or infinite metric, with the reason (lam_fitted at alpha = 0 is by design)."""
     reasons = {}
     undefined = autocorr.index[autocorr.isna().any(axis=1)]
     for key in ("moran_I", "geary_C"):
-        reasons[key] = (f"latent dimensions {', '.join(undefined)} are constant over spots"
-                        if len(undefined) else "the spatial autocorrelation is undefined")
-    reasons["mse_heldout"] = ("the model has no held-out spots (validation_fraction=0)"
-                              if not has_held_out else "the held-out reconstruction is not finite")
+        reasons[key] = (
+            f"latent dimensions {', '.join(undefined)} are constant over spots"
+            if len(undefined)
+            else "the spatial autocorrelation is undefined"
+        )
+    reasons["mse_heldout"] = (
+        "the model has no held-out spots (validation_fraction=0)"
+        if not has_held_out
+        else "the held-out reconstruction is not finite"
+    )
     reasons["mse_all"] = "the reconstruction is not finite"
     for key in [k for k in metrics if k.startswith("L_")]:
         share = 100 * float(key[2:]) / 2
         reasons[key] = f"at least {share:g}% of the graph's pairs have zero latent distance"
     n_measured = int(ellipses["major"].notna().sum())
     for key in ("median_axis_ratio", "size_cv"):
-        reasons[key] = (f"only {n_measured} spots have the 3 grid neighbours an ellipse needs"
-                        if n_measured < 2 else "the local metric is degenerate (a zero semi-axis)")
+        reasons[key] = (
+            f"only {n_measured} spots have the 3 grid neighbours an ellipse needs"
+            if n_measured < 2
+            else "the local metric is degenerate (a zero semi-axis)"
+        )
     for key, value in metrics.items():
         if key == "lam_fitted" and math.isnan(value):
             continue
         if not math.isfinite(value):
-            warnings.warn(f"evaluate_model: {key} is {value}: {reasons.get(key, 'undefined')}",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                f"evaluate_model: {key} is {value}: {reasons.get(key, 'undefined')}", UserWarning, stacklevel=3
+            )

@@ -123,11 +123,18 @@ _PARAMETERS_DOC = """
 
 def _with_parameters(default_input: str, module_kwargs: str):
     """Put the constructor's parameters into a model class's docstring."""
+
     def document(cls):
-        cls.__doc__ = cls.__doc__.replace("%(parameters)s", _PARAMETERS_DOC.strip() % {
-            "default_input": default_input, "module_kwargs": module_kwargs,
-        })
+        cls.__doc__ = cls.__doc__.replace(
+            "%(parameters)s",
+            _PARAMETERS_DOC.strip()
+            % {
+                "default_input": default_input,
+                "module_kwargs": module_kwargs,
+            },
+        )
         return cls
+
     return document
 
 
@@ -193,8 +200,12 @@ class _DPModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = self.module_class(
-                adata.n_vars, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers,
-                dropout_rate=dropout_rate, **module_kwargs,
+                adata.n_vars,
+                n_latent=n_latent,
+                n_hidden=n_hidden,
+                n_layers=n_layers,
+                dropout_rate=dropout_rate,
+                **module_kwargs,
             )
         self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)
         self.seed = seed
@@ -240,9 +251,7 @@ class _DPModel:
     def _require_trained(self, method: str) -> None:
         # an untrained encoder returns random codes that look like results
         if not self.is_trained:
-            raise RuntimeError(
-                f"{type(self).__name__}.{method}: the model is not trained; call train() first"
-            )
+            raise RuntimeError(f"{type(self).__name__}.{method}: the model is not trained; call train() first")
 
     def _validate_adata(self, adata: ad.AnnData | None) -> ad.AnnData:
         if adata is None:
@@ -310,14 +319,26 @@ class _DPModel:
             The loss became NaN or infinite.
         """
         settings = TrainingSettings(
-            max_epochs=max_epochs, lr=lr, batch_size=batch_size, kl_warmup_epochs=kl_warmup_epochs,
-            validation_fraction=validation_fraction, early_stopping=early_stopping,
-            patience=patience, seed=self.seed if seed is None else seed, device=device,
-            progress_bar=progress_bar, **optimizer_kwargs,
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            kl_warmup_epochs=kl_warmup_epochs,
+            validation_fraction=validation_fraction,
+            early_stopping=early_stopping,
+            patience=patience,
+            seed=self.seed if seed is None else seed,
+            device=device,
+            progress_bar=progress_bar,
+            **optimizer_kwargs,
         )
         self.history, self.train_indices, self.validation_indices = train_module(
-            self.module, self.penalty, self._input(self.adata), self.coords, self.graph,
-            self.penalty_settings, settings,
+            self.module,
+            self.penalty,
+            self._input(self.adata),
+            self.coords,
+            self.graph,
+            self.penalty_settings,
+            settings,
         )
         self.is_trained = True
         return self
@@ -328,8 +349,7 @@ class _DPModel:
         self.module.eval()
         device = next(self.module.parameters()).device
         x = self._input(adata)
-        out = [fn(dense_rows(x, slice(i, i + batch_size), device))
-               for i in range(0, adata.n_obs, batch_size)]
+        out = [fn(dense_rows(x, slice(i, i + batch_size), device)) for i in range(0, adata.n_obs, batch_size)]
         return torch.cat(out).cpu().numpy()
 
     def get_latent_representation(
@@ -383,9 +403,7 @@ class _DPModel:
 
         return self._decode_batches(adata, batch_size, reconstruct)
 
-    def get_reconstruction_error(
-        self, adata: ad.AnnData | None = None, indices=None, batch_size: int = 4096
-    ) -> float:
+    def get_reconstruction_error(self, adata: ad.AnnData | None = None, indices=None, batch_size: int = 4096) -> float:
         """Mean per-spot ``-log p(x | z)`` with z one posterior sample (scvi-tools' definition).
 
         Unlike the other outputs it works untrained (as in scvi-tools): the baseline a fit must beat.
@@ -495,17 +513,24 @@ class _DPModel:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         split = {
             name: None if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
-            for name, indices in (("train_indices", self.train_indices),
-                                  ("validation_indices", self.validation_indices))
+            for name, indices in (
+                ("train_indices", self.train_indices),
+                ("validation_indices", self.validation_indices),
+            )
         }
         try:
             torch.save(
                 {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(), **split},
                 tmp / "model.pt",
             )
-            meta = {"format": SAVE_FORMAT, "class": type(self).__name__, "init_params": self.init_params,
-                    "var_names": list(self.adata.var_names), "obs_names": list(self.adata.obs_names),
-                    "is_trained": self.is_trained}
+            meta = {
+                "format": SAVE_FORMAT,
+                "class": type(self).__name__,
+                "init_params": self.init_params,
+                "var_names": list(self.adata.var_names),
+                "obs_names": list(self.adata.obs_names),
+                "is_trained": self.is_trained,
+            }
             (tmp / "model.json").write_text(json.dumps(meta, indent=1))
             if self.history is not None:
                 self.history.to_csv(tmp / "history.csv", index=False)
@@ -558,11 +583,13 @@ class _DPModel:
                 f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on"
             )
         spot_order = _stored_spot_positions(adata, meta["obs_names"], path)
-        state = _read_weights(path / "model.pt", resolve_device(device))
+        torch_device = resolve_device(device)
+        state = _read_weights(path / "model.pt", torch_device)
         for name in ("train_indices", "validation_indices"):
             indices = state[name]
             if indices is not None and (
-                not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64
+                not isinstance(indices, torch.Tensor)
+                or indices.dtype != torch.int64
                 or (len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(spot_order))
             ):
                 raise ModelFileError(
@@ -581,7 +608,7 @@ class _DPModel:
             None if state[name] is None else np.sort(spot_order[state[name].cpu().numpy()])
             for name in ("train_indices", "validation_indices")
         )
-        model.module.to(device).eval()
+        model.module.to(torch_device).eval()
         if (path / "history.csv").exists():
             try:
                 model.history = pd.read_csv(path / "history.csv")
@@ -592,9 +619,11 @@ class _DPModel:
 
     def __repr__(self) -> str:
         p = self.penalty_settings
-        return (f"{type(self).__name__}(n_obs={self.adata.n_obs}, n_vars={self.adata.n_vars}, "
-                f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
-                f"trained={self.is_trained})")
+        return (
+            f"{type(self).__name__}(n_obs={self.adata.n_obs}, n_vars={self.adata.n_vars}, "
+            f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
+            f"trained={self.is_trained})"
+        )
 
 
 def _read_model_json(file: Path) -> dict:
@@ -606,13 +635,11 @@ def _read_model_json(file: Path) -> dict:
         raise ModelFileError(f"{file}: expected a JSON object, got {type(meta).__name__}")
     if "format" not in meta and "class" in meta:
         raise ModelFileError(
-            f"{file}: saved by an older dpst, whose model.pt cannot be loaded safely; "
-            "train and save the model again"
+            f"{file}: saved by an older dpst, whose model.pt cannot be loaded safely; train and save the model again"
         )
     if meta.get("format") != SAVE_FORMAT:
         raise ModelFileError(f"{file}: unknown save format {meta.get('format')!r} (expected {SAVE_FORMAT})")
-    missing = [key for key in ("class", "init_params", "var_names", "obs_names", "is_trained")
-               if key not in meta]
+    missing = [key for key in ("class", "init_params", "var_names", "obs_names", "is_trained") if key not in meta]
     if missing:
         raise ModelFileError(f"{file}: missing {', '.join(missing)}")
     return meta
@@ -695,7 +722,7 @@ class DPVAE(_DPModel):
 
 @_with_parameters(
     "``adata.layers['counts']``",
-    ": ``likelihood``, ``\"zinb\"`` (default) or ``\"nb\"``",
+    ': ``likelihood``, ``"zinb"`` (default) or ``"nb"``',
 )
 class DPSCVI(_DPModel):
     """scVI (ZINB, or NB with ``likelihood='nb'``) on raw counts, with the distance-preserving penalty.
@@ -717,9 +744,7 @@ class DPSCVI(_DPModel):
     def _check_input(self, values: np.ndarray) -> None:
         super()._check_input(values)
         if not is_raw_counts(values):
-            raise ValueError(
-                f"adata: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI"
-            )
+            raise ValueError(f"adata: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI")
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
         """log1p of counts normalized to 1e4 over the model's genes (the decoder's scale)."""

@@ -130,8 +130,9 @@ def ellipse_scale(panels: Iterable[pd.DataFrame], fraction: float = 0.35) -> flo
     return fraction * spacing / float(np.median(sizes))
 
 
-def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap="viridis",
-             norm=None, **kwargs) -> EllipseCollection:
+def ellipses(
+    ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap="viridis", norm=None, **kwargs
+) -> EllipseCollection:
     """Draw each spot's local-metric ellipse at its tissue position.
 
     An ellipse has full width ``2 * scale * major`` and height
@@ -179,10 +180,15 @@ def ellipses(ax: Axes, ellipses_df: pd.DataFrame, scale: float, color=None, cmap
     kwargs.setdefault("linewidths", 0.2)
     kwargs.setdefault("edgecolors", "0.2")
     # units="xy" scales with the data, so shapes and angles are true in micrometres
-    collection = EllipseCollection(2 * scale * df["major"].to_numpy(dtype=float),
-                                   2 * scale * df["minor"].to_numpy(dtype=float),
-                                   df["angle"].to_numpy(dtype=float), units="xy", offsets=xy,
-                                   offset_transform=ax.transData, **kwargs)
+    collection = EllipseCollection(
+        2 * scale * df["major"].to_numpy(dtype=float),
+        2 * scale * df["minor"].to_numpy(dtype=float),
+        df["angle"].to_numpy(dtype=float),
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        **kwargs,
+    )
     if color is None:
         ratio = df["axis_ratio"].to_numpy(dtype=float)
         collection.set_array(ratio)
@@ -237,5 +243,3 @@ def axis_ratio_norm(ratios: Sequence[np.ndarray]) -> LogNorm:
     values = values[np.isfinite(values)]
     vmax = max(float(np.quantile(values, 0.98)) if values.size else 2.0, 1.5)
     return LogNorm(vmin=1.0, vmax=vmax, clip=True)
-
-

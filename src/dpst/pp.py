@@ -332,9 +332,7 @@ def describe_preprocessing(adata: ad.AnnData) -> str:
 # --------------------------------------------------------------------------- #
 # coordinates in micrometres and the penalty's pair graph G
 # --------------------------------------------------------------------------- #
-def _micrometre_coordinates(
-    adata: ad.AnnData, spatial_key: str, unit: CoordinateUnit
-) -> tuple[np.ndarray, dict]:
+def _micrometre_coordinates(adata: ad.AnnData, spatial_key: str, unit: CoordinateUnit) -> tuple[np.ndarray, dict]:
     """``(N, 2)`` float64 micrometre coordinates and a record of how they were obtained."""
     if spatial_key not in adata.obsm:
         raise KeyError(
@@ -350,14 +348,16 @@ def _micrometre_coordinates(
         calibration = pixel_calibration(adata, spatial_key=spatial_key)
         # the arithmetic of dpst.io.spatial_um, so the result is the same to the bit
         coords = np.asarray(adata.obsm[spatial_key], dtype=float) * calibration.um_per_pixel
-        record = {"spatial_key": spatial_key, "coordinate_unit": unit,
-                  "conversion": "full-resolution pixels x um_per_pixel", **calibration.as_dict()}
+        record = {
+            "spatial_key": spatial_key,
+            "coordinate_unit": unit,
+            "conversion": "full-resolution pixels x um_per_pixel",
+            **calibration.as_dict(),
+        }
     return np.asarray(coords, dtype=np.float64)[:, :2], record
 
 
-def spatial_coordinates(
-    adata: ad.AnnData, spatial_key: str = "spatial", unit: CoordinateUnit = "auto"
-) -> np.ndarray:
+def spatial_coordinates(adata: ad.AnnData, spatial_key: str = "spatial", unit: CoordinateUnit = "auto") -> np.ndarray:
     """Spot coordinates in micrometres, as the models and :func:`penalty_graph` use them.
 
     Parameters
@@ -549,6 +549,8 @@ def read_penalty_graph(adata: ad.AnnData, key: str = PENALTY_GRAPH_KEY) -> Spati
         np.asarray(distances.data, dtype=np.float64),
         adata.n_obs,
         str(record["graph"]),
-        {name: value.item() if isinstance(value, np.generic) else value  # h5ad gives numpy scalars
-         for name, value in record.get("params", {}).items()},
+        {
+            name: value.item() if isinstance(value, np.generic) else value  # h5ad gives numpy scalars
+            for name, value in record.get("params", {}).items()
+        },
     )

@@ -104,8 +104,15 @@ def spatial_autocorrelation(
     for mode, statistic, column in AUTOCORRELATION_MODES:
         # copy=True returns the table instead of writing uns["moranI"] / uns["gearyC"]
         table = sq.gr.spatial_autocorr(
-            adata, connectivity_key=connectivity_key, attr="obsm", layer=use_rep, mode=mode,
-            n_perms=None, transformation=True, show_progress_bar=False, copy=True,
+            adata,
+            connectivity_key=connectivity_key,
+            attr="obsm",
+            layer=use_rep,
+            mode=mode,
+            n_perms=None,
+            transformation=True,
+            show_progress_bar=False,
+            copy=True,
         )
         # squidpy names obsm columns by index and sorts by the statistic
         out[column] = table[statistic].reindex(range(latent.shape[1])).to_numpy()

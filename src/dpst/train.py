@@ -87,9 +87,7 @@ class TrainingSettings:
             # BatchNorm needs two spots per step
             self.batch_size = check_int("batch_size (None = full batch)", self.batch_size, minimum=2)
         self.kl_warmup_epochs = check_int("kl_warmup_epochs", self.kl_warmup_epochs, minimum=0)
-        self.validation_fraction = check_real(
-            "validation_fraction", self.validation_fraction, at_least=0, below=1
-        )
+        self.validation_fraction = check_real("validation_fraction", self.validation_fraction, at_least=0, below=1)
         if self.early_stopping and self.validation_fraction == 0:
             raise ValueError("early_stopping needs held-out spots: set validation_fraction > 0")
         self.patience = check_int("patience", self.patience, minimum=1)
@@ -104,17 +102,11 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}"
-        ) from None
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {device!r} requested but torch sees no CUDA GPU; use device='auto' or 'cpu'"
-        )
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(
-            f"device {device!r} requested but torch sees {torch.cuda.device_count()} CUDA GPU(s)"
-        )
+        raise RuntimeError(f"device {device!r} requested but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return resolved
 
 
@@ -180,8 +172,13 @@ class _PairSampler:
     The complete graph (``all``) is estimated from all pairs among random seeds instead.
     """
 
-    def __init__(self, graph: SpatialGraph, normalization: Literal["pairs", "n2"], device: torch.device,
-                 coords: np.ndarray | None = None):
+    def __init__(
+        self,
+        graph: SpatialGraph,
+        normalization: Literal["pairs", "n2"],
+        device: torch.device,
+        coords: np.ndarray | None = None,
+    ):
         self.graph = graph
         self.complete = graph.is_complete
         self.denominator = graph.denominator(normalization)
@@ -262,7 +259,9 @@ class _PairSampler:
         batches = []
         for b in range(k):
             e0, e1 = edge_bounds[b], edge_bounds[b + 1]
-            spots = np.concatenate([order[bounds[b]:bounds[b + 1]], extra_spot[extra_bounds[b]:extra_bounds[b + 1]]])
+            spots = np.concatenate(
+                [order[bounds[b] : bounds[b + 1]], extra_spot[extra_bounds[b] : extra_bounds[b + 1]]]
+            )
             batches.append(_Batch(spots, int(sizes[b]), edges_t[e0:e1], ds_t[e0:e1], weights_t[e0:e1]))
         return batches
 
@@ -330,8 +329,7 @@ def train_module(
     # on the CPU a per-step check costs nothing; on a GPU it would wait for every step
     check_each_step = device.type == "cpu"
     history, best, stale = [], (math.inf, None), 0
-    epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch",
-                  disable=not settings.progress_bar)
+    epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch", disable=not settings.progress_bar)
     for epoch in epochs:
         kl_weight = min(1.0, epoch / settings.kl_warmup_epochs) if settings.kl_warmup_epochs else 1.0
         penalty_on = penalty_settings.alpha > 0 and epoch >= penalty_settings.warmup_epochs
@@ -343,18 +341,28 @@ def train_module(
             batches = pairs.epoch(rng, batch_size)
         else:
             order = train_idx[rng.permutation(len(train_idx))]
-            batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+            batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
             batches = [seeds for seeds in batches if len(seeds) >= 2]  # BatchNorm needs two spots
         steps = []
         for seeds in batches:
             if seeds is None:
                 step = _full_step(module, penalty, x_train, pairs, kl_weight, penalty_on, penalty_settings)
             elif isinstance(seeds, _Batch):
-                step = _tile_step(module, penalty, x, train_idx, pairs, seeds, kl_weight, penalty_settings,
-                                  device)
+                step = _tile_step(module, penalty, x, train_idx, pairs, seeds, kl_weight, penalty_settings, device)
             else:
-                step = _batch_step(module, penalty, x, train_idx, coords_train, pairs, seeds, kl_weight,
-                                   penalty_on, penalty_settings, device)
+                step = _batch_step(
+                    module,
+                    penalty,
+                    x,
+                    train_idx,
+                    coords_train,
+                    pairs,
+                    seeds,
+                    kl_weight,
+                    penalty_on,
+                    penalty_settings,
+                    device,
+                )
             if check_each_step:
                 _check_finite(step, epoch, settings.lr, penalty_settings.alpha)
             optimizer.zero_grad(set_to_none=True)
@@ -366,8 +374,12 @@ def train_module(
         values = torch.stack([torch.stack([s[key] for key in _STEP_KEYS]) for s in steps]).double().cpu().numpy()
         if not check_each_step:  # the first step whose loss was not finite, as the per-step check reports it
             for i in np.flatnonzero(~np.isfinite(values[:, 0]))[:1]:
-                _check_finite(dict(zip(_STEP_KEYS, map(torch.tensor, values[i]), strict=True)), epoch,
-                              settings.lr, penalty_settings.alpha)
+                _check_finite(
+                    dict(zip(_STEP_KEYS, map(torch.tensor, values[i]), strict=True)),
+                    epoch,
+                    settings.lr,
+                    penalty_settings.alpha,
+                )
         columns = np.ascontiguousarray(values.T)  # np.mean of a contiguous row: as of a list of floats
         record = {
             "epoch": epoch,
@@ -409,8 +421,11 @@ def _check_finite(step: dict, epoch: int, lr: float, alpha: float) -> None:
 
 def _check_finite_weights(module, penalty, lr: float, alpha: float) -> None:
     # the last step can leave NaN weights behind a finite loss
-    bad = [name for name, value in [*module.state_dict().items(), *penalty.state_dict().items()]
-           if value.is_floating_point() and not torch.isfinite(value).all()]
+    bad = [
+        name
+        for name, value in [*module.state_dict().items(), *penalty.state_dict().items()]
+        if value.is_floating_point() and not torch.isfinite(value).all()
+    ]
     if bad:
         raise TrainingDivergedError(
             f"training diverged: {len(bad)} weight tensors ({bad[0]}, ...) became NaN or infinite; "
@@ -425,8 +440,12 @@ def _objective(module, penalty, x, inf, gen, kl_weight, dis, settings):
     if dis is not None:
         loss = loss + settings.alpha * dis
     nan = torch.full((), math.nan, device=loss.device)
-    return {"loss": loss, "reconstruction": reconstruction.detach(), "kl": kl.detach(),
-            "penalty": nan if dis is None else dis.detach()}
+    return {
+        "loss": loss,
+        "reconstruction": reconstruction.detach(),
+        "kl": kl.detach(),
+        "penalty": nan if dis is None else dis.detach(),
+    }
 
 
 def _penalty_latent(inf, settings: PenaltySettings) -> torch.Tensor:
@@ -444,8 +463,9 @@ def _full_step(module, penalty, x, pairs: _PairSampler, kl_weight, penalty_on, s
     return _objective(module, penalty, x, inf, gen, kl_weight, dis, settings)
 
 
-def _batch_step(module, penalty, x, train_idx, coords_train, pairs: _PairSampler, seeds,
-                kl_weight, penalty_on, settings, device):
+def _batch_step(
+    module, penalty, x, train_idx, coords_train, pairs: _PairSampler, seeds, kl_weight, penalty_on, settings, device
+):
     """Random seeds: without the penalty, or with the complete graph (all pairs among the seeds)."""
     # seeds are spot indices into x; the pair graph is numbered over train_idx
     xb = dense_rows(x, seeds, device)
@@ -490,7 +510,7 @@ def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: 
     module.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(val_idx), VALIDATION_CHUNK):
-        xb = dense_rows(x, val_idx[start:start + VALIDATION_CHUNK], device)
+        xb = dense_rows(x, val_idx[start : start + VALIDATION_CHUNK], device)
         inf, gen = module(xb)
         terms = module.loss_terms(xb, inf, gen)
         total += (terms["reconstruction"] + terms["kl"]).double().sum()

@@ -46,26 +46,40 @@ def against_scvi_tools(args) -> None:
     scvi.settings.seed = 0
     ref_adata = adata.copy()
     scvi.model.SCVI.setup_anndata(ref_adata, layer="counts")
-    reference = scvi.model.SCVI(ref_adata, n_hidden=128, n_latent=10, n_layers=1, dropout_rate=0.1,
-                                gene_likelihood="zinb")
+    reference = scvi.model.SCVI(
+        ref_adata, n_hidden=128, n_latent=10, n_layers=1, dropout_rate=0.1, gene_likelihood="zinb"
+    )
     torch.set_num_threads(args.threads)  # scvi-tools' seeding may reset it
     times = {"dpst": [], "scvi-tools": []}
     for _ in range(args.repeats):  # interleaved
         start = time.perf_counter()
-        ours.train(max_epochs=args.scvi_epochs, batch_size=args.batch_size, validation_fraction=0.0,
-                   progress_bar=False, device=args.device)
+        ours.train(
+            max_epochs=args.scvi_epochs,
+            batch_size=args.batch_size,
+            validation_fraction=0.0,
+            progress_bar=False,
+            device=args.device,
+        )
         times["dpst"].append((time.perf_counter() - start) / args.scvi_epochs)
         start = time.perf_counter()
-        reference.train(max_epochs=args.scvi_epochs, batch_size=args.batch_size, train_size=1.0,
-                        accelerator="gpu" if args.device.startswith("cuda") else "cpu",
-                        enable_progress_bar=False, check_val_every_n_epoch=None)
+        reference.train(
+            max_epochs=args.scvi_epochs,
+            batch_size=args.batch_size,
+            train_size=1.0,
+            accelerator="gpu" if args.device.startswith("cuda") else "cpu",
+            enable_progress_bar=False,
+            check_val_every_n_epoch=None,
+        )
         times["scvi-tools"].append((time.perf_counter() - start) / args.scvi_epochs)
         torch.set_num_threads(args.threads)
     best = {k: min(v) for k, v in times.items()}
-    print(f"scVI without the penalty, {args.scvi_cells} cells x {args.genes} genes, batch {args.batch_size}: "
-          f"dpst {best['dpst']:.2f} s/epoch, scvi-tools {scvi.__version__} {best['scvi-tools']:.2f} s/epoch | "
-          f"ratio scvi-tools/dpst {best['scvi-tools'] / best['dpst']:.2f}x | runs "
-          + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in times.items()), flush=True)
+    print(
+        f"scVI without the penalty, {args.scvi_cells} cells x {args.genes} genes, batch {args.batch_size}: "
+        f"dpst {best['dpst']:.2f} s/epoch, scvi-tools {scvi.__version__} {best['scvi-tools']:.2f} s/epoch | "
+        f"ratio scvi-tools/dpst {best['scvi-tools'] / best['dpst']:.2f}x | runs "
+        + ", ".join(f"{k} {[round(t, 2) for t in v]}" for k, v in times.items()),
+        flush=True,
+    )
 
 
 def main():
@@ -89,14 +103,15 @@ def main():
     if args.skip_full_batch:
         return
     adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=args.spots, n_genes=args.genes, seed=0))
-    print(f"{adata.n_obs} spots x {adata.n_vars} genes, device {args.device}, "
-          f"{torch.get_num_threads()} torch threads")
+    print(f"{adata.n_obs} spots x {adata.n_vars} genes, device {args.device}, {torch.get_num_threads()} torch threads")
     for name, cls in (("VAE", dpst.DPVAE), ("scVI", dpst.DPSCVI)):
         off = seconds_per_epoch(cls(adata, alpha=0.0), args.epochs, args.device)
         on_model = cls(adata, alpha=100.0)
         on = seconds_per_epoch(on_model, args.epochs, args.device)
-        print(f"{name:5s} penalty off {1e3 * off:7.1f} ms/epoch | on ({on_model.graph.n_edges} pairs) "
-              f"{1e3 * on:7.1f} ms/epoch | ratio on/off {on / off:.2f}")
+        print(
+            f"{name:5s} penalty off {1e3 * off:7.1f} ms/epoch | on ({on_model.graph.n_edges} pairs) "
+            f"{1e3 * on:7.1f} ms/epoch | ratio on/off {on / off:.2f}"
+        )
 
 
 if __name__ == "__main__":

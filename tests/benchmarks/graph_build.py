@@ -56,15 +56,25 @@ print(json.dumps({"seconds": seconds, "peak_gib": peak / 2**20, "before_gib": be
 
 def measure(src: str, cells: int, genes: int, density: float, kind: str, with_counts: bool) -> dict:
     env = dict(os.environ, PYTHONPATH=src)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(cells), str(genes), str(density), kind,
-                          "1" if with_counts else "0"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(cells), str(genes), str(density), kind, "1" if with_counts else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                  if line.startswith("Model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        platform.processor(),
+    )
     return f"{model}, {os.cpu_count()} cores"
 
 
@@ -89,16 +99,21 @@ def main():
             for name, src in sides:  # interleaved
                 r = measure(src, args.cells, args.genes, args.density, kind, not args.no_counts)
                 results[name].append(r)
-                print(f"  {kind:8s} {name:9s} {r['seconds']:7.2f} s  peak RSS {r['peak_gib']:5.2f} GiB "
-                      f"(data alone {r['before_gib']:5.2f} GiB)  {r['edges']} pairs", flush=True)
+                print(
+                    f"  {kind:8s} {name:9s} {r['seconds']:7.2f} s  peak RSS {r['peak_gib']:5.2f} GiB "
+                    f"(data alone {r['before_gib']:5.2f} GiB)  {r['edges']} pairs",
+                    flush=True,
+                )
         best = {name: min(r["seconds"] for r in rs) for name, rs in results.items()}
         peak = {name: max(r["peak_gib"] for r in rs) for name, rs in results.items()}
         line = f"{kind}: candidate {best['candidate']:.2f} s, peak {peak['candidate']:.2f} GiB"
         if args.reference:
             same = {r["edge_checksum"] for rs in results.values() for r in rs}
-            line += (f" | reference {best['reference']:.2f} s, peak {peak['reference']:.2f} GiB"
-                     f" | time ratio reference/candidate {best['reference'] / best['candidate']:.2f}x"
-                     f" | same pairs: {len(same) == 1}")
+            line += (
+                f" | reference {best['reference']:.2f} s, peak {peak['reference']:.2f} GiB"
+                f" | time ratio reference/candidate {best['reference'] / best['candidate']:.2f}x"
+                f" | same pairs: {len(same) == 1}"
+            )
         print(line)
 
 

@@ -38,9 +38,14 @@ warnings.filterwarnings("ignore")
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                  if line.startswith("Model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        platform.processor(),
+    )
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
@@ -67,23 +72,32 @@ def epoch_mode(cls, adata, args):
     models = {alpha: cls(adata, alpha=alpha, seed=0) for alpha in (0.0, 100.0)}
     graph = models[100.0].graph
     start = time.perf_counter()
-    sampler = T._PairSampler(graph.subgraph(np.arange(adata.n_obs)), "pairs", torch.device(args.device),
-                             models[100.0].coords)
+    sampler = T._PairSampler(
+        graph.subgraph(np.arange(adata.n_obs)), "pairs", torch.device(args.device), models[100.0].coords
+    )
     setup = time.perf_counter() - start
     start = time.perf_counter()
     batches = sampler.epoch(np.random.default_rng(0), args.batch_size)
     assembly = time.perf_counter() - start
     extras = sum(len(b.spots) - b.n_elbo for b in batches)
     counted = sum(len(b.edges) for b in batches)
-    print(f"  {graph.n_edges} pairs; tile {sampler.tile:.1f} um; {len(batches)} batches/epoch; "
-          f"{counted / graph.n_edges:.1%} of pairs counted per epoch; {extras} extra encodes "
-          f"({extras / adata.n_obs:.2%}); sampler setup {setup:.2f} s, batch assembly {assembly:.2f} s/epoch")
+    print(
+        f"  {graph.n_edges} pairs; tile {sampler.tile:.1f} um; {len(batches)} batches/epoch; "
+        f"{counted / graph.n_edges:.1%} of pairs counted per epoch; {extras} extra encodes "
+        f"({extras / adata.n_obs:.2%}); sampler setup {setup:.2f} s, batch assembly {assembly:.2f} s/epoch"
+    )
     times = {0.0: [], 100.0: []}
     for _ in range(args.repeats):
         for alpha, model in models.items():  # interleaved
             start = time.perf_counter()
-            model.train(max_epochs=args.epochs, batch_size=args.batch_size, validation_fraction=0.0,
-                        kl_warmup_epochs=10, progress_bar=False, device=args.device)
+            model.train(
+                max_epochs=args.epochs,
+                batch_size=args.batch_size,
+                validation_fraction=0.0,
+                kl_warmup_epochs=10,
+                progress_bar=False,
+                device=args.device,
+            )
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times[alpha].append((time.perf_counter() - start) / args.epochs)
@@ -105,21 +119,24 @@ def steps_mode(cls, adata, args):
     assembly = time.perf_counter() - start
     start = time.perf_counter()
     order = train_idx[rng.permutation(len(train_idx))]
-    plain = [order[b:b + args.batch_size] for b in range(0, len(order), args.batch_size)]
+    plain = [order[b : b + args.batch_size] for b in range(0, len(order), args.batch_size)]
     plain_assembly = time.perf_counter() - start
     x = models[0.0]._input(adata)
     coords_train = torch.as_tensor(models[0.0].coords, dtype=torch.float32, device=device)
     for model in models.values():
         model.module.to(device).train()
         model.penalty.to(device)
-    optimizers = {alpha: torch.optim.Adam([*m.module.parameters(), *m.penalty.parameters()], lr=1e-3, eps=0.01)
-                  for alpha, m in models.items()}
+    optimizers = {
+        alpha: torch.optim.Adam([*m.module.parameters(), *m.penalty.parameters()], lr=1e-3, eps=0.01)
+        for alpha, m in models.items()
+    }
 
     def step(alpha, i):
         m = models[alpha]
         if alpha == 0.0:
-            out = T._batch_step(m.module, m.penalty, x, train_idx, coords_train, sampler, plain[i], 1.0, False,
-                                settings, device)
+            out = T._batch_step(
+                m.module, m.penalty, x, train_idx, coords_train, sampler, plain[i], 1.0, False, settings, device
+            )
         else:
             out = T._tile_step(m.module, m.penalty, x, train_idx, sampler, tiled[i], 1.0, settings, device)
         optimizers[alpha].zero_grad(set_to_none=True)
@@ -141,11 +158,13 @@ def steps_mode(cls, adata, args):
             times[alpha] += time.perf_counter() - start
     off_step, on_step = times[0.0] / n_steps, times[100.0] / n_steps
     extras = sum(len(b.spots) - b.n_elbo for b in tiled)
-    print(f"  {graph.n_edges} pairs; tile {sampler.tile:.1f} um; {len(tiled)} tiled batches/epoch "
-          f"(mean {adata.n_obs / len(tiled):.0f} cells), {len(plain)} plain; {extras} extra encodes; "
-          f"sampler setup {setup:.2f} s (once per train call); assembly {assembly:.2f} s/epoch tiled, "
-          f"{plain_assembly:.3f} s plain; {n_steps} steps each measured: {1e3 * off_step:.2f} ms/step off, "
-          f"{1e3 * on_step:.2f} ms/step on")
+    print(
+        f"  {graph.n_edges} pairs; tile {sampler.tile:.1f} um; {len(tiled)} tiled batches/epoch "
+        f"(mean {adata.n_obs / len(tiled):.0f} cells), {len(plain)} plain; {extras} extra encodes; "
+        f"sampler setup {setup:.2f} s (once per train call); assembly {assembly:.2f} s/epoch tiled, "
+        f"{plain_assembly:.3f} s plain; {n_steps} steps each measured: {1e3 * off_step:.2f} ms/step off, "
+        f"{1e3 * on_step:.2f} ms/step on"
+    )
     off = plain_assembly + len(plain) * off_step
     on = assembly + len(tiled) * on_step
     return off, on, times
@@ -168,15 +187,23 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     adata = make_data(args.cells, args.genes, args.density)
-    print(f"machine: {machine()}; {args.cells} cells x {args.genes} genes ({args.density:.0%} non-zero), "
-          f"batch {args.batch_size}, kNN k=18, device {args.device}, mode {args.mode}")
+    print(
+        f"machine: {machine()}; {args.cells} cells x {args.genes} genes ({args.density:.0%} non-zero), "
+        f"batch {args.batch_size}, kNN k=18, device {args.device}, mode {args.mode}"
+    )
     for name in args.models:
         cls = {"vae": dpst.DPVAE, "scvi": dpst.DPSCVI}[name]
         print(f"{name}:")
         off, on, times = (epoch_mode if args.mode == "epoch" else steps_mode)(cls, adata, args)
-        print(f"  {name}: epoch without the penalty {off:.2f} s, with it {on:.2f} s | ratio on/off {on / off:.2f}"
-              + (f" | runs off {[round(t, 2) for t in times[0.0]]} on {[round(t, 2) for t in times[100.0]]}"
-                 if args.mode == "epoch" else ""), flush=True)
+        print(
+            f"  {name}: epoch without the penalty {off:.2f} s, with it {on:.2f} s | ratio on/off {on / off:.2f}"
+            + (
+                f" | runs off {[round(t, 2) for t in times[0.0]]} on {[round(t, 2) for t in times[100.0]]}"
+                if args.mode == "epoch"
+                else ""
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

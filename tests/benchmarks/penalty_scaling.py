@@ -57,15 +57,19 @@ def main():
             (gap.sum() / denom).backward()
 
         with torch.no_grad():
-            dense_value = float((dense_g * torch.abs(torch.cdist(z, z) - penalty.lam * torch.cdist(s, s))).sum() / denom)
+            dense_value = float(
+                (dense_g * torch.abs(torch.cdist(z, z) - penalty.lam * torch.cdist(s, s))).sum() / denom
+            )
             sparse_value = float(penalty(pair_distances(z, edges), ds, w, denom))
         t_sparse, t_dense = timed(sparse), timed(dense)
         mem_sparse = graph.n_edges * (2 * 8 + 3 * 4 + args.latent * 4)  # edges, ds/w/dz, gathered diffs
         mem_dense = 3 * n * n * 4  # G, D_z, D_s
-        print(f"N={n:6d} pairs={graph.n_edges:7d} | sparse {1e3 * t_sparse:8.2f} ms {mem_sparse / 2**20:7.1f} MiB"
-              f" | dense {1e3 * t_dense:8.2f} ms {mem_dense / 2**20:8.1f} MiB"
-              f" | dense/sparse time {t_dense / t_sparse:6.1f}x memory {mem_dense / mem_sparse:6.1f}x"
-              f" | values agree: {abs(dense_value - sparse_value) / dense_value:.1e}")
+        print(
+            f"N={n:6d} pairs={graph.n_edges:7d} | sparse {1e3 * t_sparse:8.2f} ms {mem_sparse / 2**20:7.1f} MiB"
+            f" | dense {1e3 * t_dense:8.2f} ms {mem_dense / 2**20:8.1f} MiB"
+            f" | dense/sparse time {t_dense / t_sparse:6.1f}x memory {mem_dense / mem_sparse:6.1f}x"
+            f" | values agree: {abs(dense_value - sparse_value) / dense_value:.1e}"
+        )
 
 
 if __name__ == "__main__":

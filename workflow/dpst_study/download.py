@@ -107,8 +107,7 @@ def download(
             except AttemptFailed as failure:
                 if failure.transient and attempt <= retries:
                     wait = retry_wait * attempt
-                    print(f"{url}: {failure}; attempt {attempt + 1} of {retries + 1} in {wait:g} s",
-                          file=sys.stderr)
+                    print(f"{url}: {failure}; attempt {attempt + 1} of {retries + 1} in {wait:g} s", file=sys.stderr)
                     time.sleep(wait)
                     continue
                 failures.append((url, failure, attempt))
@@ -119,8 +118,7 @@ def download(
 def failure_summary(name: str, failures: list[tuple[str, AttemptFailed, int]]) -> str:
     """One line: every URL tried, why it failed, and what to do next."""
     tried = "; ".join(
-        f"{url} ({failure}{f', {attempts} attempts' if attempts > 1 else ''})"
-        for url, failure, attempts in failures
+        f"{url} ({failure}{f', {attempts} attempts' if attempts > 1 else ''})" for url, failure, attempts in failures
     )
     offline = all(failure.unreachable for _, failure, _ in failures)
     advice = OFFLINE_ADVICE if offline else OTHER_ADVICE
@@ -137,8 +135,7 @@ def sweep_partial_downloads(dest: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def fetch_verified(url: str, dest: Path, *, size: int, md5: str, sha256: str | None,
-                   timeout: float) -> None:
+def fetch_verified(url: str, dest: Path, *, size: int, md5: str, sha256: str | None, timeout: float) -> None:
     """One attempt: stream ``url`` into a hidden file beside ``dest``, check it, move it in."""
     fd, partial = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
@@ -148,8 +145,7 @@ def fetch_verified(url: str, dest: Path, *, size: int, md5: str, sha256: str | N
             actual = digests[algorithm].hexdigest()
             if expected is not None and actual != expected.lower():
                 raise AttemptFailed(
-                    f"{algorithm} {actual} does not match the config's {expected}: "
-                    "corrupt or a different file"
+                    f"{algorithm} {actual} does not match the config's {expected}: corrupt or a different file"
                 )
         os.replace(partial, dest)  # atomic: dest is either absent or complete and verified
     finally:
@@ -164,8 +160,7 @@ def transfer(url: str, out, *, size: int, timeout: float, label: str) -> dict:
     except requests.exceptions.SSLError as err:  # reached a server, but not a trusted one
         raise AttemptFailed(f"TLS failed: {root_cause(err)}") from None
     except requests.ConnectionError as err:  # ConnectTimeout included
-        raise AttemptFailed(f"cannot connect: {root_cause(err)}", transient=True,
-                            unreachable=True) from None
+        raise AttemptFailed(f"cannot connect: {root_cause(err)}", transient=True, unreachable=True) from None
     except requests.Timeout:
         raise AttemptFailed(f"no response within {timeout:g} s", transient=True) from None
     except requests.RequestException as err:  # a malformed URL, too many redirects
@@ -173,16 +168,15 @@ def transfer(url: str, out, *, size: int, timeout: float, label: str) -> dict:
     with response:
         status = response.status_code
         if status >= 400:
-            raise AttemptFailed(f"HTTP {status} {response.reason}",
-                                transient=status >= 500 or status in TRANSIENT_STATUSES)
+            raise AttemptFailed(
+                f"HTTP {status} {response.reason}", transient=status >= 500 or status in TRANSIENT_STATUSES
+            )
         announced = response.headers.get("Content-Length")
         if announced is not None and announced.isdigit() and int(announced) != size:
-            raise AttemptFailed(f"{announced} bytes, the config expects {size}: "
-                                "truncated or a different file")
+            raise AttemptFailed(f"{announced} bytes, the config expects {size}: truncated or a different file")
         digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
         received = 0
-        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                  mininterval=5) as bar:
+        with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label, mininterval=5) as bar:
             try:
                 # read1 returns whatever has arrived, so `received` is exact when a
                 # transfer stalls or breaks off (a fixed-size read would lose the tail)
@@ -193,17 +187,17 @@ def transfer(url: str, out, *, size: int, timeout: float, label: str) -> dict:
                     received += len(chunk)
                     bar.update(len(chunk))
                     if received > size:
-                        raise AttemptFailed(f"more than {size} bytes, the config expects "
-                                            f"{size}: a different file")
+                        raise AttemptFailed(f"more than {size} bytes, the config expects {size}: a different file")
             except urllib3.exceptions.ReadTimeoutError:
-                raise AttemptFailed(f"stalled after {received} of {size} bytes: "
-                                    f"no data for {timeout:g} s", transient=True) from None
+                raise AttemptFailed(
+                    f"stalled after {received} of {size} bytes: no data for {timeout:g} s", transient=True
+                ) from None
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                raise AttemptFailed(f"broke off after {received} of {size} bytes: "
-                                    f"{root_cause(err)}", transient=True) from None
+                raise AttemptFailed(
+                    f"broke off after {received} of {size} bytes: {root_cause(err)}", transient=True
+                ) from None
     if received != size:
-        raise AttemptFailed(f"{received} bytes, the config expects {size}: "
-                            "truncated or a different file")
+        raise AttemptFailed(f"{received} bytes, the config expects {size}: truncated or a different file")
     return digests
 
 
@@ -223,8 +217,7 @@ def root_cause(err: BaseException) -> str:
         elif isinstance(current, OSError):  # socket.timeout has no strerror, only "timed out"
             best = current.strerror or str(current) or best
         reason = getattr(current, "reason", None)
-        current = current.__cause__ or current.__context__ or (
-            reason if isinstance(reason, BaseException) else None)
+        current = current.__cause__ or current.__context__ or (reason if isinstance(reason, BaseException) else None)
     return best or str(err)
 
 

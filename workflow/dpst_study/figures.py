@@ -49,12 +49,16 @@ def model_color(model: str, penalty: str = "on") -> str:
 
 def _panel_title(name: str, df: pd.DataFrame) -> str:
     summary = ellipse_summary(df)
-    return (f"{name}\nmedian axis ratio {summary['median_axis_ratio']:.2f}, "
-            f"size CV {summary['size_cv']:.2f}")
+    return f"{name}\nmedian axis ratio {summary['median_axis_ratio']:.2f}, size CV {summary['size_cv']:.2f}"
 
 
-def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common_scale: bool = True,
-            fraction: float = 0.35, cmap="viridis") -> Figure:
+def figure4(
+    panels: Mapping[str, pd.DataFrame],
+    title: str | None = None,
+    common_scale: bool = True,
+    fraction: float = 0.35,
+    cmap="viridis",
+) -> Figure:
     """Local-metric ellipses side by side, e.g. ``{"scVI": off, "scVI + distance preserving": on}``.
 
     With ``common_scale`` one factor draws every panel (``ellipse_scale``),
@@ -67,8 +71,11 @@ def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common
     if not panels:
         raise ValueError("figure4 needs at least one panel")
     frames = list(panels.values())
-    scales = ([ellipse_scale(frames, fraction)] * len(frames) if common_scale
-              else [ellipse_scale([df], fraction) for df in frames])
+    scales = (
+        [ellipse_scale(frames, fraction)] * len(frames)
+        if common_scale
+        else [ellipse_scale([df], fraction) for df in frames]
+    )
     norm = axis_ratio_norm([df["axis_ratio"].to_numpy(dtype=float) for df in frames])
     low, high = _shared_limits(frames, scales)
     fig = Figure(figsize=_figure4_size(high - low, len(frames)), layout="constrained")
@@ -83,16 +90,20 @@ def figure4(panels: Mapping[str, pd.DataFrame], title: str | None = None, common
     clipped = any((df["axis_ratio"] > norm.vmax).any() for df in frames)
     _axis_ratio_colorbar(fig, collection, axes, norm, extend="max" if clipped else "neither")
     how = "one scale for all panels" if common_scale else "each panel scaled on its own"
-    fig.supxlabel(f"Ellipse semi-axes: local stretch tissue → latent (latent units per µm), {how};\n"
-                  f"median ellipse size drawn at {fraction:g} × spot spacing. "
-                  "Isotropic, equal-sized ellipses = distance preserving.", fontsize=8)
+    fig.supxlabel(
+        f"Ellipse semi-axes: local stretch tissue → latent (latent units per µm), {how};\n"
+        f"median ellipse size drawn at {fraction:g} × spot spacing. "
+        "Isotropic, equal-sized ellipses = distance preserving.",
+        fontsize=8,
+    )
     if title:
         fig.suptitle(title)
     return fig
 
 
-def _shared_limits(frames: list[pd.DataFrame], scales: list[float],
-                   max_pad_spacings: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def _shared_limits(
+    frames: list[pd.DataFrame], scales: list[float], max_pad_spacings: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper (x, y) limits holding every panel's spots and ellipses.
 
     The pad is the reach of the longest ellipse, at most ``max_pad_spacings``
@@ -120,8 +131,7 @@ def _figure4_size(extent: np.ndarray, n_panels: int, panel_width: float = 4.2) -
 
 
 def _axis_ratio_colorbar(fig: Figure, mappable, axes, norm: LogNorm, extend: str) -> None:
-    bar = fig.colorbar(mappable, ax=list(axes), label="axis ratio (major/minor)", extend=extend,
-                       shrink=0.8, aspect=30)
+    bar = fig.colorbar(mappable, ax=list(axes), label="axis ratio (major/minor)", extend=extend, shrink=0.8, aspect=30)
     low, high = float(norm.vmin or 1.0), float(norm.vmax or 1.0)  # set by axis_ratio_norm
     ticks = [t for t in AXIS_RATIO_TICKS if low <= t <= high]
     bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
@@ -177,12 +187,20 @@ def _mse_panel(ax: Axes, runs: pd.DataFrame, column: str, sections: list[str], a
                 continue
             x = k + (j - 0.5) * width
             sd = values.std(ddof=1) if values.size > 1 else None
-            ax.bar(x, values.mean(), width * 0.92, color=model_color(model, state), edgecolor="0.25",
-                   linewidth=0.5, yerr=sd, capsize=3, error_kw={"elinewidth": 1, "ecolor": "0.1"},
-                   label=legend_label)
+            ax.bar(
+                x,
+                values.mean(),
+                width * 0.92,
+                color=model_color(model, state),
+                edgecolor="0.25",
+                linewidth=0.5,
+                yerr=sd,
+                capsize=3,
+                error_kw={"elinewidth": 1, "ecolor": "0.1"},
+                label=legend_label,
+            )
             legend_label = None
-            ax.scatter(x + _seed_offsets(values.size, width), values, s=9, color="black", zorder=3,
-                       linewidths=0)
+            ax.scatter(x + _seed_offsets(values.size, width), values, s=9, color="black", zorder=3, linewidths=0)
     ax.set_xticks(range(len(sections)), sections)
     ax.set_xlim(-0.6, len(sections) - 0.4)
     ax.grid(axis="y", color="0.9")
@@ -216,12 +234,13 @@ def figure5(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None 
     for ax in axes[-1]:
         ax.set_xlabel("section")
     n_seeds = selected.groupby(["section", "model", "state"])["seed"].nunique()
-    fig.legend(*_figure5_legend(axes, n_seeds), loc="outside lower center", ncol=3, fontsize=9,
-               frameon=False)
+    fig.legend(*_figure5_legend(axes, n_seeds), loc="outside lower center", ncol=3, fontsize=9, frameon=False)
     fig.align_ylabels(axes[:, 0])
     # the models' observed targets are normalized over different genes: compare within a row
-    fig.suptitle(f"Reconstruction error per section and model (each model on its own y axis)\n"
-                 f"{_summary_text(n_seeds)}", fontsize=11)
+    fig.suptitle(
+        f"Reconstruction error per section and model (each model on its own y axis)\n{_summary_text(n_seeds)}",
+        fontsize=11,
+    )
     return fig
 
 
@@ -317,8 +336,9 @@ def _alpha_line(ax: Axes, stats: pd.DataFrame, style: tuple[str, str]) -> None:
         ax.fill_between(alpha, mean - sd, mean + sd, color=color, alpha=0.18, lw=0)
 
 
-def _figure6_legend(models: list[str], sections: list[str], styles: dict,
-                    several_seeds: bool) -> tuple[list, list[str]]:
+def _figure6_legend(
+    models: list[str], sections: list[str], styles: dict, several_seeds: bool
+) -> tuple[list, list[str]]:
     handles: list[Artist] = [Line2D([], [], color=model_color(m, "on"), lw=2) for m in models]
     labels = [MODEL_LABEL.get(m, m) for m in models]
     if len(sections) > 1:

@@ -69,5 +69,3 @@ def one_line(err: BaseException) -> str:
     """An exception's message on one line (its type when the message is empty)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return "; ".join(lines) or type(err).__name__
-
-

@@ -89,8 +89,13 @@ def train_run(
     latent = penalty.pop("latent", "sample")
     warmup = penalty.pop("warmup_epochs", 0)
     fitted = MODEL_CLASSES[model](
-        adata, alpha=alpha, seed=seed, penalty_latent=latent, penalty_warmup_epochs=warmup,
-        **penalty, **kwargs,
+        adata,
+        alpha=alpha,
+        seed=seed,
+        penalty_latent=latent,
+        penalty_warmup_epochs=warmup,
+        **penalty,
+        **kwargs,
     )
     start = time.perf_counter()
     fitted.train(**train_settings)
@@ -98,8 +103,13 @@ def train_run(
     epochs = len(fitted.history) if fitted.history is not None else 0
     metrics, per_dimension = evaluate_model(fitted)
     metrics.update(
-        model=model, alpha=alpha, seed=seed, n_spots=adata.n_obs, n_genes=adata.n_vars,
-        epochs=epochs, train_seconds=seconds,
+        model=model,
+        alpha=alpha,
+        seed=seed,
+        n_spots=adata.n_obs,
+        n_genes=adata.n_vars,
+        epochs=epochs,
+        train_seconds=seconds,
         seconds_per_epoch=seconds / max(epochs, 1),
         device=str(next(fitted.module.parameters()).device),
         **preprocess_record(adata),
@@ -247,8 +257,7 @@ def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, dims = [], []
     for path in paths:
         path = Path(path)
-        metrics = {key: math.nan if value is None else value
-                   for key, value in json.loads(path.read_text()).items()}
+        metrics = {key: math.nan if value is None else value for key, value in json.loads(path.read_text()).items()}
         rows.append(metrics)
         table = pd.read_csv(path.parent / "autocorrelation.tsv", sep="\t")
         dims.append(table.assign(**{k: metrics[k] for k in ("section", "model", "alpha", "seed")}))

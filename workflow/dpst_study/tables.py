@@ -116,12 +116,17 @@ def table1(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None =
     selected = penalty_runs(runs, alpha_on, METRICS)
     sections = section_order(selected, sections)
     selected = selected[selected["section"].isin(sections)]
-    tidy = selected.melt(id_vars=["group", "model", "section", "alpha", "seed"], value_vars=list(METRICS),
-                         var_name="metric", value_name="value")
-    stats = (tidy.groupby(["group", "model", "metric", "section"], sort=False)
-             .agg(alpha=("alpha", "first"), mean=("value", "mean"),
-                  sd=("value", "std"), n_seeds=("value", "count"))
-             .reset_index())
+    tidy = selected.melt(
+        id_vars=["group", "model", "section", "alpha", "seed"],
+        value_vars=list(METRICS),
+        var_name="metric",
+        value_name="value",
+    )
+    stats = (
+        tidy.groupby(["group", "model", "metric", "section"], sort=False)
+        .agg(alpha=("alpha", "first"), mean=("value", "mean"), sd=("value", "std"), n_seeds=("value", "count"))
+        .reset_index()
+    )
     order = {"group": list(GROUPS), "model": model_order(selected), "metric": list(METRICS), "section": sections}
     for column, levels in order.items():
         stats[column] = pd.Categorical(stats[column], categories=levels, ordered=True)
@@ -153,8 +158,9 @@ def table1_wide(long: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     metrics = _ordered(long["metric"], METRICS)
     sections = list(dict.fromkeys(long["section"]))
     columns = [f"{METRIC_LETTER.get(m, m)} {s}" for m in metrics for s in sections]
-    rows = pd.MultiIndex.from_tuples(list(dict.fromkeys(zip(long["group"], long["method"], strict=True))),
-                                     names=["group", "method"])
+    rows = pd.MultiIndex.from_tuples(
+        list(dict.fromkeys(zip(long["group"], long["method"], strict=True))), names=["group", "method"]
+    )
     wide = long.pivot(index=["group", "method"], columns="column", values="cell")
     wide = wide.reindex(index=rows, columns=columns).fillna(MISSING_CELL)
     wide.columns.name = None
@@ -167,8 +173,16 @@ def to_markdown(wide: pd.DataFrame) -> str:
 
 
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
 }
 
 
@@ -197,8 +211,11 @@ def _header_groups(columns: Sequence[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def to_latex(wide: pd.DataFrame, caption: str = "Moran's I and Geary's C of the latent representation, "
-             "mean (sd) over seeds.", label: str | None = "tab:table1") -> str:
+def to_latex(
+    wide: pd.DataFrame,
+    caption: str = "Moran's I and Geary's C of the latent representation, mean (sd) over seeds.",
+    label: str | None = "tab:table1",
+) -> str:
     r"""A booktabs ``table`` environment (needs ``\usepackage{booktabs}``).
 
     The header groups the "I ..." and "C ..." columns under one spanning
@@ -245,12 +262,24 @@ def compare_published(long: pd.DataFrame, section_map: Mapping[str, str] | None 
     section_map = dict(section_map or {})
     ours = long.rename(columns={"mean": "ours_mean", "sd": "ours_sd"})
     ours["published_section"] = [section_map.get(s, s) for s in ours["section"]]
-    published = PUBLISHED_TABLE1.rename(columns={"section": "published_section", "mean": "published_mean",
-                                                 "sd": "published_sd"})
+    published = PUBLISHED_TABLE1.rename(
+        columns={"section": "published_section", "mean": "published_mean", "sd": "published_sd"}
+    )
     merged = ours.merge(published, on=["group", "model", "metric", "published_section"], how="left")
     merged["difference"] = merged["ours_mean"] - merged["published_mean"]
-    columns = ["group", "model", "metric", "section", "published_section", "n_seeds", "ours_mean", "ours_sd",
-               "published_mean", "published_sd", "difference"]
+    columns = [
+        "group",
+        "model",
+        "metric",
+        "section",
+        "published_section",
+        "n_seeds",
+        "ours_mean",
+        "ours_sd",
+        "published_mean",
+        "published_sd",
+        "difference",
+    ]
     return merged[[c for c in columns if c in merged.columns]]
 
 
@@ -266,9 +295,13 @@ def comparison_markdown(comparison: pd.DataFrame, decimals: int = 3) -> str:
 PathArg = str | PathLike
 
 
-def write_table1(runs: pd.DataFrame, alpha_on: float, paths: Mapping[str, PathArg],
-                 sections: Sequence[str] | None = None,
-                 section_map: Mapping[str, str] | None = None) -> pd.DataFrame:
+def write_table1(
+    runs: pd.DataFrame,
+    alpha_on: float,
+    paths: Mapping[str, PathArg],
+    sections: Sequence[str] | None = None,
+    section_map: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Write Table 1 as the files named in ``paths`` and return the long table.
 
     Keys: "csv" (long, full precision), "md", "tex", "compare_csv" and

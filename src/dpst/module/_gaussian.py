@@ -23,8 +23,9 @@ class GaussianVAEModule(VAEModule):
         As for :class:`VAEModule`.
     """
 
-    def __init__(self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1,
-                 dropout_rate: float = 0.1):
+    def __init__(
+        self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1, dropout_rate: float = 0.1
+    ):
         super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate)
         self.decoder = HiddenLayers(n_latent, n_hidden, n_layers, dropout_rate=0.0)
         self.mean = nn.Linear(n_hidden, n_input)

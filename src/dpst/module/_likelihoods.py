@@ -61,9 +61,7 @@ def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch
     )
 
 
-def zinb_log_prob(
-    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor
-) -> torch.Tensor:
+def zinb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor) -> torch.Tensor:
     """Elementwise zero-inflated negative binomial log-probability.
 
     With probability ``sigmoid(zi_logits)`` a count is a structural zero;

@@ -102,7 +102,9 @@ class DistortionPenalty(nn.Module):
         else:
             warnings.warn(
                 f"lam starts at {self.lam:g}: none of the {len(dz)} pairs has a positive, finite "
-                "d_z / d_s (the latent codes coincide)", UserWarning, stacklevel=2,
+                "d_z / d_s (the latent codes coincide)",
+                UserWarning,
+                stacklevel=2,
             )
         self.initialized.fill_(True)  # type: ignore[operator]  # a registered buffer (a Tensor)
 

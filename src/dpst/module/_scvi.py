@@ -33,8 +33,15 @@ class SCVIModule(VAEModule):
         When ``likelihood`` is neither.
     """
 
-    def __init__(self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1,
-                 dropout_rate: float = 0.1, likelihood: Literal["zinb", "nb"] = "zinb"):
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        likelihood: Literal["zinb", "nb"] = "zinb",
+    ):
         super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate)
         if likelihood not in ("zinb", "nb"):
             raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}")
