@@ -44,18 +44,16 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
         One row per dimension (``z0, z1, ...``) with columns ``moran_I`` and
         ``geary_C``; NaN for a dimension constant over spots.
     """
-    import squidpy as sq
+    from .tl import spatial_autocorrelation as autocorrelation_in_obsm  # tl builds on this module
 
     latent = np.asarray(latent, dtype=np.float64)
-    names = [f"z{i}" for i in range(latent.shape[1])]
-    tmp = ad.AnnData(latent, obsm={"spatial": np.asarray(coords, dtype=np.float64)})
-    tmp.var_names = names
-    grid_neighbors(tmp, n_neighs=n_neighs)
-    out = pd.DataFrame(index=pd.Index(names, name="dimension"))
-    for mode, column, key in (("moran", "I", "moranI"), ("geary", "C", "gearyC")):
-        sq.gr.spatial_autocorr(tmp, mode=mode, genes=names, n_perms=None, transformation=True, show_progress_bar=False)
-        out[f"{mode}_{column}"] = tmp.uns[key][column].reindex(names)
-    return out
+    # squidpy works on an AnnData: one holding just the codes and the grid graph
+    spots = ad.AnnData(
+        obs=pd.DataFrame(index=[str(i) for i in range(len(latent))]),
+        obsm={"X_latent": latent, "spatial": np.asarray(coords, dtype=np.float64)},
+    )
+    grid_neighbors(spots, n_neighs=n_neighs)
+    return autocorrelation_in_obsm(spots, "X_latent")
 
 
 def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
+
+from _machine import machine  # tests/benchmarks/_machine.py, beside this script
 
 CHILD = r"""
 import json, resource, sys, time
@@ -64,18 +65,6 @@ def measure(src: str, cells: int, genes: int, density: float, kind: str, with_co
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def main():

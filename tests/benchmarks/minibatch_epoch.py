@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
-import subprocess
 import time
 import warnings
 
+import _machine  # tests/benchmarks/_machine.py, beside this script
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
@@ -38,15 +36,8 @@ warnings.filterwarnings("ignore")
 
 
 def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-            if line.startswith("Model name")
-        ),
-        platform.processor(),
-    )
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    """CPU model, cores and torch threads."""
+    return f"{_machine.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def make_data(cells: int, genes: int, density: float, seed: int = 0) -> ad.AnnData:
