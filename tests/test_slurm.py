@@ -62,16 +62,24 @@ def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, dem
 
     cluster = copy_workflow(tmp_path / "slurm")
     start = time.perf_counter()
-    first = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *PROFILE, *DEMO, "--verbose"],
-        cwd=cluster,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    killed = running_train_job()
-    subprocess.run(["scancel", killed], check=True)
-    first_output, _ = first.communicate(timeout=1800)
+    # Output goes to a file, not a pipe: nobody reads a pipe while we wait for a
+    # training job, and --verbose fills its 64 KB buffer, which blocks Snakemake.
+    console = tmp_path / "first_run.log"
+    with open(console, "w") as out:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *PROFILE, *DEMO, "--verbose"],
+            cwd=cluster,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            killed = running_train_job()
+            subprocess.run(["scancel", killed], check=True)
+            first.wait(timeout=1800)
+        finally:
+            if first.poll() is None:
+                first.kill()
+    first_output = console.read_text()
     assert first.returncode != 0, "cancelling a running training job must fail the workflow"
     assert "Error in rule train" in first_output
     assert re.search(rf"\.snakemake/slurm_logs/rule_train/\S*{killed}\.log", first_output)
