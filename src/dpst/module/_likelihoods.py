@@ -11,6 +11,49 @@ import torch.nn.functional as F
 _EPS = 1e-8
 
 
+class _LgammaOfCounts(torch.autograd.Function):
+    """``lgamma(x + theta)`` with lgamma and digamma evaluated on the non-zero counts only.
+
+    ``x`` (counts, no gradient) has the output's shape; ``theta`` broadcasts to it;
+    ``nonzero`` holds the flat indices of the non-zero counts. Where a count is 0, ``x + theta`` is exactly ``theta``: lgamma (forward) and
+    digamma (backward, the most expensive op of a CPU training step) are evaluated
+    once per gene there. Every element gets the bits of ``torch.lgamma(x + theta)``
+    and of its autograd backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, theta: torch.Tensor, nonzero: torch.Tensor) -> torch.Tensor:
+        shifted = x.reshape(-1)[nonzero] + theta.expand(x.shape).reshape(-1)[nonzero]
+        out = torch.lgamma(theta).expand(x.shape).reshape(-1).clone()
+        out[nonzero] = torch.lgamma(shifted)
+        ctx.save_for_backward(theta, nonzero, shifted)
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        theta, nonzero, shifted = ctx.saved_tensors
+        digamma = torch.digamma(theta).expand(grad.shape).reshape(-1).clone()
+        digamma[nonzero] = torch.digamma(shifted)
+        # the product and the sum over spots are autograd's own for lgamma(x + theta)
+        return None, (grad * digamma.view(grad.shape)).sum_to_size(theta.shape), None
+
+
+def _count_lgammas(x: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lgamma(x + theta)`` and ``lgamma(x + 1)``, bit for bit; evaluated sparsely on the CPU.
+
+    Counts are mostly zero, and lgamma(1) is exactly 0. On a GPU the dense kernels
+    are cheap, and finding the non-zero entries would wait for the device.
+    """
+    sparse = x.device.type == "cpu" and not x.requires_grad
+    if not sparse or torch.broadcast_shapes(x.shape, theta.shape) != x.shape:
+        return torch.lgamma(x + theta), torch.lgamma(x + 1.0)
+    flat = x.reshape(-1)
+    nonzero = flat.nonzero().squeeze(1)
+    log_factorial = torch.zeros_like(flat)
+    log_factorial[nonzero] = torch.lgamma(flat[nonzero] + 1.0)
+    return _LgammaOfCounts.apply(x, theta, nonzero), log_factorial.view(x.shape)
+
+
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """Elementwise Gaussian log-density, log N(x | mean, exp(log_var)).
 
@@ -52,10 +95,11 @@ def nb_log_prob(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch
         Log-probabilities, the shape of ``x``.
     """
     log_theta_mu = torch.log(theta + mu + _EPS)
+    lgamma_shifted, log_factorial = _count_lgammas(x, theta)
     return (
-        torch.lgamma(x + theta)
+        lgamma_shifted
         - torch.lgamma(theta)
-        - torch.lgamma(x + 1.0)
+        - log_factorial
         + theta * (torch.log(theta + _EPS) - log_theta_mu)
         + x * (torch.log(mu + _EPS) - log_theta_mu)
     )
