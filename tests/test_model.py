@@ -135,6 +135,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("validation_chunk", [dpst.train.VALIDATION_CHUNK, 16])
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_history_read_back_every_few_epochs_is_the_same(section, one_thread, monkeypatch, batch_size, validation_chunk):
+    """On a GPU the history stays on the device and is read back every few epochs: the same records, bit for bit."""
+    monkeypatch.setattr(dpst.train, "VALIDATION_CHUNK", validation_chunk)
+    histories = []
+    for every in (1, 7):
+        monkeypatch.setattr(dpst.train, "_readback_every", lambda device, settings, every=every: every)
+        model = dpst.DPSCVI(section, alpha=10.0, seed=0)
+        model.train(max_epochs=20, batch_size=batch_size, progress_bar=False, device="cpu")
+        histories.append(model.history)
+    assert len(histories[0]) == 20
+    assert np.isfinite(histories[0][["loss", "penalty", "lam", "validation_elbo"]].to_numpy()).all()
+    pd.testing.assert_frame_equal(histories[0], histories[1], check_exact=True)
+
+
+def test_a_deferred_read_back_names_the_epoch_that_diverged():
+    log = dpst.train._EpochLog(checked_each_step=False)
+    for epoch, loss in enumerate([1.0, 0.5, float("nan"), float("nan")]):
+        step = {key: torch.tensor(loss) for key in ("loss", "reconstruction", "kl", "penalty")}
+        log.add(epoch, 1.0, [step], lam=None, validation=None)
+    with pytest.raises(dpst.TrainingDivergedError, match="at epoch 2 "):
+        log.read_back(lr=1e-3, alpha=0.0)
+
+
 @pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
 def test_a_stored_penalty_graph_trains_to_the_same_bits(section, model_class, one_thread):
     adata = section.copy()

@@ -88,6 +88,25 @@ def test_lam_initialization_recovers_the_scale(random_pairs):
     assert float(penalty(dz, torch.as_tensor(graph.distances), None, 1.0)) == pytest.approx(0, abs=1e-9)
 
 
+def test_lam_is_set_once_and_again_after_loading_an_unset_state(random_pairs):
+    _, s = random_pairs
+    graph = spatial_graph(s, "knn", n_neighbors=5)
+    ds = torch.as_tensor(graph.distances)
+    dz = pair_distances(torch.as_tensor(2.5 * s), torch.as_tensor(graph.edges))
+    penalty = DistortionPenalty().double()
+    penalty.initialize_lam(dz, ds)
+    penalty.initialize_lam(3 * dz, ds)  # already set: kept
+    assert penalty.lam == pytest.approx(2.5)
+    penalty.load_state_dict(DistortionPenalty().double().state_dict())  # an unset lam of 1
+    assert penalty.lam == pytest.approx(1.0)
+    penalty.initialize_lam(3 * dz, ds)
+    assert penalty.lam == pytest.approx(7.5)
+    restored = DistortionPenalty().double()
+    restored.load_state_dict(penalty.state_dict())  # a set lam stays set
+    restored.initialize_lam(dz, ds)
+    assert restored.lam == pytest.approx(7.5)
+
+
 @pytest.mark.parametrize("kind", list(KIND_PARAMS))
 def test_penalty_is_invariant_to_permuting_spots(random_pairs, kind):
     z, s = random_pairs

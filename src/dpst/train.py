@@ -280,6 +280,79 @@ def _merge_small(sizes: np.ndarray, minimum: int = 2) -> np.ndarray:
     return np.asarray(merged, dtype=np.int64)
 
 
+# on a GPU, the per-epoch history stays on the device and is read back this often
+GPU_READBACK_EVERY = 50
+
+
+def _readback_every(device: torch.device, settings: TrainingSettings) -> int:
+    """Epochs between read-backs: every epoch on the CPU (free) and for early stopping (it decides each epoch)."""
+    if device.type == "cpu" or settings.early_stopping:
+        return 1
+    return GPU_READBACK_EVERY
+
+
+@dataclass
+class _ChunkedMean:
+    """A float64 sum on the device, divided by ``count`` once read back."""
+
+    total: torch.Tensor
+    count: int
+
+
+class _EpochLog:
+    """The per-epoch history, kept on the device until read back (a read-back waits for the device).
+
+    A record holds the mean of each of :data:`_STEP_KEYS` over the epoch's steps
+    (float64 means of the float32 step values), ``lam`` (NaN while the penalty is
+    off), ``kl_weight`` and, with held-out spots, ``validation_elbo``.
+    """
+
+    def __init__(self, checked_each_step: bool):
+        self.checked_each_step = checked_each_step
+        self.pending: list[tuple] = []
+        self.records: list[dict] = []
+
+    def add(self, epoch: int, kl_weight: float, steps: list[dict], lam, validation) -> None:
+        """Keep one epoch's step values, lam and validation ELBO (tensors, or None) for the next read-back."""
+        values = torch.stack([torch.stack([step[key] for key in _STEP_KEYS]) for step in steps])
+        self.pending.append((epoch, kl_weight, values, lam, validation))
+
+    def read_back(self, lr: float, alpha: float) -> list[dict]:
+        """The pending epochs' records, in one transfer; raises for the first step whose loss was not finite."""
+        parts = []
+        for _, _, values, lam, validation in self.pending:
+            parts.append(values.double().flatten())
+            parts.extend(value.double().view(1) for value in (lam, _device_value(validation)) if value is not None)
+        flat = torch.cat(parts).cpu().numpy()
+        records, at = [], 0
+        for epoch, kl_weight, values, lam, validation in self.pending:
+            steps = flat[at : at + values.numel()].reshape(values.shape)
+            at += values.numel()
+            if not self.checked_each_step:  # as the per-step check reports it
+                for i in np.flatnonzero(~np.isfinite(steps[:, 0]))[:1]:
+                    _check_finite(dict(zip(_STEP_KEYS, map(torch.tensor, steps[i]), strict=True)), epoch, lr, alpha)
+            columns = np.ascontiguousarray(steps.T)  # np.mean of a contiguous row: as of a list of floats
+            record = {
+                "epoch": epoch,
+                **{key: float(np.mean(column)) for key, column in zip(_STEP_KEYS, columns, strict=True)},
+                "lam": math.nan,
+                "kl_weight": kl_weight,
+            }
+            if lam is not None:
+                record["lam"], at = float(flat[at]), at + 1
+            if validation is not None:
+                value, at = float(flat[at]), at + 1
+                record["validation_elbo"] = value / validation.count if isinstance(validation, _ChunkedMean) else value
+            records.append(record)
+        self.records.extend(records)
+        self.pending = []
+        return records
+
+
+def _device_value(validation):
+    return validation.total if isinstance(validation, _ChunkedMean) else validation
+
+
 def train_module(
     module: VAEModule,
     penalty: DistortionPenalty,
@@ -328,7 +401,10 @@ def train_module(
 
     # on the CPU a per-step check costs nothing; on a GPU it would wait for every step
     check_each_step = device.type == "cpu"
-    history, best, stale = [], (math.inf, None), 0
+    # a read-back waits for the device: on a GPU, once every GPU_READBACK_EVERY epochs
+    readback_every = _readback_every(device, settings)
+    log = _EpochLog(check_each_step)
+    best, stale = (math.inf, None), 0
     epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch", disable=not settings.progress_bar)
     for epoch in epochs:
         kl_weight = min(1.0, epoch / settings.kl_warmup_epochs) if settings.kl_warmup_epochs else 1.0
@@ -370,32 +446,22 @@ def train_module(
             optimizer.step()
             step["loss"] = step["loss"].detach()
             steps.append(step)
-        # one read-back per epoch: (steps, 4) float32 values as float64, the same numbers .item() gives
-        values = torch.stack([torch.stack([s[key] for key in _STEP_KEYS]) for s in steps]).double().cpu().numpy()
-        if not check_each_step:  # the first step whose loss was not finite, as the per-step check reports it
-            for i in np.flatnonzero(~np.isfinite(values[:, 0]))[:1]:
-                _check_finite(
-                    dict(zip(_STEP_KEYS, map(torch.tensor, values[i]), strict=True)),
-                    epoch,
-                    settings.lr,
-                    penalty_settings.alpha,
-                )
-        columns = np.ascontiguousarray(values.T)  # np.mean of a contiguous row: as of a list of floats
-        record = {
-            "epoch": epoch,
-            **{key: float(np.mean(column)) for key, column in zip(_STEP_KEYS, columns, strict=True)},
-            "lam": penalty.lam if penalty_on else math.nan,
-            "kl_weight": kl_weight,
-        }
+        validation: torch.Tensor | _ChunkedMean | None
         if x_val is not None:
-            record["validation_elbo"] = _validation_elbo(module, x_val)
+            validation = _validation_elbo(module, x_val)
         elif chunked_val:
-            record["validation_elbo"] = _chunked_validation_elbo(module, x, val_idx, device)
-        history.append(record)
-        epochs.set_postfix(loss=f"{record['loss']:.4g}", penalty=f"{record['penalty']:.3g}")
-        if settings.early_stopping:
-            if record["validation_elbo"] < best[0]:
-                best, stale = (record["validation_elbo"], _snapshot(module, penalty)), 0
+            validation = _chunked_validation_elbo(module, x, val_idx, device)
+        else:
+            validation = None
+        lam = penalty.log_lam.detach().exp() if penalty_on else None
+        log.add(epoch, kl_weight, steps, lam, validation)
+        if len(log.pending) < readback_every and epoch < settings.max_epochs - 1:
+            continue
+        records = log.read_back(settings.lr, penalty_settings.alpha)
+        epochs.set_postfix(loss=f"{records[-1]['loss']:.4g}", penalty=f"{records[-1]['penalty']:.3g}")
+        if settings.early_stopping:  # read back every epoch: one record
+            if records[-1]["validation_elbo"] < best[0]:
+                best, stale = (records[-1]["validation_elbo"], _snapshot(module, penalty)), 0
             else:
                 stale += 1
                 if stale >= settings.patience:
@@ -405,7 +471,7 @@ def train_module(
         penalty.load_state_dict(best[1][1])
     module.eval()
     _check_finite_weights(module, penalty, settings.lr, penalty_settings.alpha)
-    return pd.DataFrame(history), train_idx, val_idx
+    return pd.DataFrame(log.records), train_idx, val_idx
 
 
 def _check_finite(step: dict, epoch: int, lr: float, alpha: float) -> None:
@@ -495,17 +561,17 @@ def _tile_step(module, penalty, x, train_idx, pairs: _PairSampler, batch: _Batch
 
 
 @torch.no_grad()
-def _validation_elbo(module: VAEModule, x_val: torch.Tensor) -> float:
-    """Mean negative ELBO (KL weight 1) of the held-out spots, in eval mode."""
+def _validation_elbo(module: VAEModule, x_val: torch.Tensor) -> torch.Tensor:
+    """Mean negative ELBO (KL weight 1) of the held-out spots, in eval mode, on the device."""
     module.eval()
     inf, gen = module(x_val)
     terms = module.loss_terms(x_val, inf, gen)
     module.train()
-    return float((terms["reconstruction"] + terms["kl"]).mean())
+    return (terms["reconstruction"] + terms["kl"]).mean()
 
 
 @torch.no_grad()
-def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: torch.device) -> float:
+def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: torch.device) -> _ChunkedMean:
     """:func:`_validation_elbo` over ``VALIDATION_CHUNK`` held-out spots at a time (eval mode: no batch effects)."""
     module.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -515,7 +581,7 @@ def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: 
         terms = module.loss_terms(xb, inf, gen)
         total += (terms["reconstruction"] + terms["kl"]).double().sum()
     module.train()
-    return float(total) / len(val_idx)
+    return _ChunkedMean(total, len(val_idx))
 
 
 def _snapshot(module, penalty):

@@ -103,6 +103,7 @@ def main():
     if args.skip_full_batch:
         return
     adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=args.spots, n_genes=args.genes, seed=0))
+    torch.set_num_threads(args.threads)  # preprocessing (scanpy) may reset it
     print(f"{adata.n_obs} spots x {adata.n_vars} genes, device {args.device}, {torch.get_num_threads()} torch threads")
     for name, cls in (("VAE", dpst.DPVAE), ("scVI", dpst.DPSCVI)):
         off = seconds_per_epoch(cls(adata, alpha=0.0), args.epochs, args.device)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 # Guards log(0) when a rate or a dispersion underflows.
 _EPS = 1e-8
+# Above this fraction of non-zero counts, gathering them costs more than the dense lgamma and
+# digamma save (measured break-even 0.37-0.42 at 128 and 2,700 spots x 2,000 genes, 1 thread).
+SPARSE_LGAMMA_MAX_DENSITY = 0.35
 
 
 class _LgammaOfCounts(torch.autograd.Function):
     """``lgamma(x + theta)`` with lgamma and digamma evaluated on the non-zero counts only.
 
     ``x`` (counts, no gradient) has the output's shape; ``theta`` broadcasts to it;
-    ``nonzero`` holds the flat indices of the non-zero counts. Where a count is 0, ``x + theta`` is exactly ``theta``: lgamma (forward) and
-    digamma (backward, the most expensive op of a CPU training step) are evaluated
-    once per gene there. Every element gets the bits of ``torch.lgamma(x + theta)``
-    and of its autograd backward.
+    ``nonzero`` holds the flat indices of the non-zero counts. Where a count is 0,
+    ``x + theta`` is exactly ``theta``: lgamma (forward) and digamma (backward, the
+    most expensive op of a CPU training step) are evaluated once per gene there.
+    Every element gets the bits of ``torch.lgamma(x + theta)`` and of its autograd
+    backward.
     """
 
     @staticmethod
@@ -39,15 +44,21 @@ class _LgammaOfCounts(torch.autograd.Function):
 
 
 def _count_lgammas(x: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lgamma(x + theta)`` and ``lgamma(x + 1)``, bit for bit; evaluated sparsely on the CPU.
+    """``lgamma(x + theta)`` and ``lgamma(x + 1)``, bit for bit; evaluated sparsely on sparse CPU counts.
 
     Counts are mostly zero, and lgamma(1) is exactly 0. On a GPU the dense kernels
     are cheap, and finding the non-zero entries would wait for the device.
     """
-    sparse = x.device.type == "cpu" and not x.requires_grad
-    if not sparse or torch.broadcast_shapes(x.shape, theta.shape) != x.shape:
-        return torch.lgamma(x + theta), torch.lgamma(x + 1.0)
     flat = x.reshape(-1)
+    sparse = (
+        x.device.type == "cpu"
+        and not x.requires_grad
+        and torch.broadcast_shapes(x.shape, theta.shape) == x.shape
+        # numpy counts 10x faster than torch.count_nonzero on one thread (a view, no copy)
+        and np.count_nonzero(flat.numpy()) <= SPARSE_LGAMMA_MAX_DENSITY * flat.numel()
+    )
+    if not sparse:
+        return torch.lgamma(x + theta), torch.lgamma(x + 1.0)
     nonzero = flat.nonzero().squeeze(1)
     log_factorial = torch.zeros_like(flat)
     log_factorial[nonzero] = torch.lgamma(flat[nonzero] + 1.0)

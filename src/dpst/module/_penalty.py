@@ -74,6 +74,12 @@ class DistortionPenalty(nn.Module):
         init = torch.log(torch.tensor(lam if lam is not None else 1.0, dtype=torch.float32))
         self.log_lam = nn.Parameter(init, requires_grad=learn_lam)
         self.register_buffer("initialized", torch.tensor(lam is not None))
+        # the buffer's value known on the host: reading the buffer at every step would wait for a GPU
+        self._known_initialized = lam is not None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # read the loaded buffer at the next initialize_lam
 
     @property
     def lam(self) -> float:
@@ -93,7 +99,10 @@ class DistortionPenalty(nn.Module):
         dz, ds
             Latent and spatial distances of the same pairs.
         """
-        if bool(self.initialized) or len(dz) == 0:  # a minibatch without pairs: try the next one
+        if self._known_initialized or len(dz) == 0:  # a minibatch without pairs: try the next one
+            return
+        if bool(self.initialized):
+            self._known_initialized = True
             return
         ratio = dz / ds
         ratio = ratio[torch.isfinite(ratio) & (ratio > 0)]
@@ -107,6 +116,7 @@ class DistortionPenalty(nn.Module):
                 stacklevel=2,
             )
         self.initialized.fill_(True)  # type: ignore[operator]  # a registered buffer (a Tensor)
+        self._known_initialized = True
 
     def forward(
         self,
