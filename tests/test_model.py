@@ -127,8 +127,8 @@ def test_early_stopping_restores_the_best_epoch(section):
 
 @pytest.fixture
 def one_thread():
-    """One torch thread: with 2, CPU training was seen to differ in the last bits from run to run
-    (a gaussian graph, a loaded 2-core machine), whatever built the graph."""
+    """One torch thread, like the demo config. Several threads repeat too since the penalty gathers
+    its pairs with index_select (tests/test_real_data.py checks 2 threads on a real section)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -152,12 +152,12 @@ def test_history_read_back_every_few_epochs_is_the_same(section, one_thread, mon
 
 
 def test_a_deferred_read_back_names_the_epoch_that_diverged():
-    log = dpst.train._EpochLog(checked_each_step=False)
+    log = dpst.train._EpochLog(checked_each_step=False, lr=1e-3, alpha=0.0)
     for epoch, loss in enumerate([1.0, 0.5, float("nan"), float("nan")]):
         step = {key: torch.tensor(loss) for key in ("loss", "reconstruction", "kl", "penalty")}
         log.add(epoch, 1.0, [step], lam=None, validation=None)
     with pytest.raises(dpst.TrainingDivergedError, match="at epoch 2 "):
-        log.read_back(lr=1e-3, alpha=0.0)
+        log.read_back()
 
 
 @pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from _workflow import REPO, copy_workflow, snakemake
 
@@ -74,6 +75,34 @@ def test_preprocess_real_section(preprocessed, name):
     rows, cols = adata.obsp["spatial_connectivities"].nonzero()
     lengths = np.linalg.norm(adata.obsm["spatial_um"][rows] - adata.obsm["spatial_um"][cols], axis=1)
     assert lengths.max() < 101
+
+
+@pytest.mark.parametrize("batch_size", [None, 128])
+def test_scvi_repeats_bit_for_bit_with_two_threads_and_sparse_counts(preprocessed, monkeypatch, batch_size):
+    """Two runs, then one with the dense likelihood forced, on 2 torch threads: the same bits.
+
+    Real counts are sparse (16-23% non-zero), so the likelihood takes its sparse
+    path, which must change nothing. With 2 threads the penalty's gradient once
+    accumulated in a thread-dependent order, and runs on this section differed.
+    """
+    adata = preprocessed["Vis7B_5dpi"]
+    counts = adata.layers["counts"]
+    sparse_limit = dpst.module._likelihoods.SPARSE_LGAMMA_MAX_DENSITY
+    assert counts.nnz / np.prod(counts.shape) < sparse_limit
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    runs = []
+    try:
+        for max_density in (sparse_limit, sparse_limit, -1.0):  # -1: always dense
+            monkeypatch.setattr(dpst.module._likelihoods, "SPARSE_LGAMMA_MAX_DENSITY", max_density)
+            model = dpst.DPSCVI(adata, alpha=100.0, seed=0)
+            model.train(max_epochs=15, batch_size=batch_size, progress_bar=False, device="cpu")
+            runs.append((model.get_latent_representation(), model.history))
+    finally:
+        torch.set_num_threads(threads)
+    for latent, history in runs[1:]:
+        np.testing.assert_array_equal(latent, runs[0][0])
+        pd.testing.assert_frame_equal(history, runs[0][1], check_exact=True)
 
 
 # The short training of the test: long enough for the penalty's effect to be

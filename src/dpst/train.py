@@ -291,14 +291,6 @@ def _readback_every(device: torch.device, settings: TrainingSettings) -> int:
     return GPU_READBACK_EVERY
 
 
-@dataclass
-class _ChunkedMean:
-    """A float64 sum on the device, divided by ``count`` once read back."""
-
-    total: torch.Tensor
-    count: int
-
-
 class _EpochLog:
     """The per-epoch history, kept on the device until read back (a read-back waits for the device).
 
@@ -307,8 +299,9 @@ class _EpochLog:
     off), ``kl_weight`` and, with held-out spots, ``validation_elbo``.
     """
 
-    def __init__(self, checked_each_step: bool):
+    def __init__(self, checked_each_step: bool, lr: float, alpha: float):
         self.checked_each_step = checked_each_step
+        self.lr, self.alpha = lr, alpha  # named in the error of a diverged run
         self.pending: list[tuple] = []
         self.records: list[dict] = []
 
@@ -317,12 +310,12 @@ class _EpochLog:
         values = torch.stack([torch.stack([step[key] for key in _STEP_KEYS]) for step in steps])
         self.pending.append((epoch, kl_weight, values, lam, validation))
 
-    def read_back(self, lr: float, alpha: float) -> list[dict]:
+    def read_back(self) -> list[dict]:
         """The pending epochs' records, in one transfer; raises for the first step whose loss was not finite."""
         parts = []
         for _, _, values, lam, validation in self.pending:
             parts.append(values.double().flatten())
-            parts.extend(value.double().view(1) for value in (lam, _device_value(validation)) if value is not None)
+            parts.extend(value.double().view(1) for value in (lam, validation) if value is not None)
         flat = torch.cat(parts).cpu().numpy()
         records, at = [], 0
         for epoch, kl_weight, values, lam, validation in self.pending:
@@ -330,7 +323,8 @@ class _EpochLog:
             at += values.numel()
             if not self.checked_each_step:  # as the per-step check reports it
                 for i in np.flatnonzero(~np.isfinite(steps[:, 0]))[:1]:
-                    _check_finite(dict(zip(_STEP_KEYS, map(torch.tensor, steps[i]), strict=True)), epoch, lr, alpha)
+                    step = dict(zip(_STEP_KEYS, map(torch.tensor, steps[i]), strict=True))
+                    _check_finite(step, epoch, self.lr, self.alpha)
             columns = np.ascontiguousarray(steps.T)  # np.mean of a contiguous row: as of a list of floats
             record = {
                 "epoch": epoch,
@@ -341,16 +335,11 @@ class _EpochLog:
             if lam is not None:
                 record["lam"], at = float(flat[at]), at + 1
             if validation is not None:
-                value, at = float(flat[at]), at + 1
-                record["validation_elbo"] = value / validation.count if isinstance(validation, _ChunkedMean) else value
+                record["validation_elbo"], at = float(flat[at]), at + 1
             records.append(record)
         self.records.extend(records)
         self.pending = []
         return records
-
-
-def _device_value(validation):
-    return validation.total if isinstance(validation, _ChunkedMean) else validation
 
 
 def train_module(
@@ -403,7 +392,7 @@ def train_module(
     check_each_step = device.type == "cpu"
     # a read-back waits for the device: on a GPU, once every GPU_READBACK_EVERY epochs
     readback_every = _readback_every(device, settings)
-    log = _EpochLog(check_each_step)
+    log = _EpochLog(check_each_step, settings.lr, penalty_settings.alpha)
     best, stale = (math.inf, None), 0
     epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch", disable=not settings.progress_bar)
     for epoch in epochs:
@@ -446,22 +435,23 @@ def train_module(
             optimizer.step()
             step["loss"] = step["loss"].detach()
             steps.append(step)
-        validation: torch.Tensor | _ChunkedMean | None
+        validation: torch.Tensor | None
         if x_val is not None:
             validation = _validation_elbo(module, x_val)
         elif chunked_val:
             validation = _chunked_validation_elbo(module, x, val_idx, device)
         else:
             validation = None
-        lam = penalty.log_lam.detach().exp() if penalty_on else None
+        lam = penalty.lam_tensor() if penalty_on else None
         log.add(epoch, kl_weight, steps, lam, validation)
         if len(log.pending) < readback_every and epoch < settings.max_epochs - 1:
             continue
-        records = log.read_back(settings.lr, penalty_settings.alpha)
+        records = log.read_back()
         epochs.set_postfix(loss=f"{records[-1]['loss']:.4g}", penalty=f"{records[-1]['penalty']:.3g}")
-        if settings.early_stopping:  # read back every epoch: one record
-            if records[-1]["validation_elbo"] < best[0]:
-                best, stale = (records[-1]["validation_elbo"], _snapshot(module, penalty)), 0
+        if settings.early_stopping:
+            (record,) = records  # read back every epoch: the snapshot is of this epoch's weights
+            if record["validation_elbo"] < best[0]:
+                best, stale = (record["validation_elbo"], _snapshot(module, penalty)), 0
             else:
                 stale += 1
                 if stale >= settings.patience:
@@ -571,7 +561,7 @@ def _validation_elbo(module: VAEModule, x_val: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: torch.device) -> _ChunkedMean:
+def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: torch.device) -> torch.Tensor:
     """:func:`_validation_elbo` over ``VALIDATION_CHUNK`` held-out spots at a time (eval mode: no batch effects)."""
     module.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -581,7 +571,7 @@ def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: 
         terms = module.loss_terms(xb, inf, gen)
         total += (terms["reconstruction"] + terms["kl"]).double().sum()
     module.train()
-    return _ChunkedMean(total, len(val_idx))
+    return total / len(val_idx)  # float64 division on the device: the bits of the host's
 
 
 def _snapshot(module, penalty):

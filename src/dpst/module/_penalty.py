@@ -30,7 +30,11 @@ def pair_distances(x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.
     """
     if edges is None:
         return F.pdist(x)
-    return torch.linalg.vector_norm(x[edges[:, 0]] - x[edges[:, 1]], dim=-1)
+    # index_select, not x[edges[:, 0]]: the backward of advanced indexing accumulates in a
+    # thread-dependent order on the CPU (runs did not repeat with 2 threads); index_select's
+    # index_add is deterministic, and with one thread gives the same bits
+    first, second = torch.index_select(x, 0, edges[:, 0]), torch.index_select(x, 0, edges[:, 1])
+    return torch.linalg.vector_norm(first - second, dim=-1)
 
 
 class DistortionPenalty(nn.Module):
@@ -84,7 +88,11 @@ class DistortionPenalty(nn.Module):
     @property
     def lam(self) -> float:
         """The current scale, ``exp(log_lam)``."""
-        return float(torch.exp(self.log_lam.detach()))
+        return float(self.lam_tensor())
+
+    def lam_tensor(self) -> torch.Tensor:
+        """The current scale as a new tensor on the penalty's device: kept there, it waits for nothing."""
+        return torch.exp(self.log_lam.detach())
 
     @torch.no_grad()
     def initialize_lam(self, dz: torch.Tensor, ds: torch.Tensor) -> None:
