@@ -153,7 +153,7 @@ def spatial_graph(
                 f"{MAX_COMPLETE_GRAPH_OBS}. Use 'knn', 'radius' or 'gaussian'."
             )
         edges, params = np.stack(np.triu_indices(n, k=1), axis=1), {}
-    distances = np.linalg.norm(coords[edges[:, 0]] - coords[edges[:, 1]], axis=1)
+    distances = pair_lengths(coords, edges)
     # d_s = 0 cannot be scaled to any d_z (d_z / d_s is infinite): such pairs carry no geometry
     coincident = distances == 0
     if coincident.any():
@@ -175,6 +175,24 @@ def spatial_graph(
     else:
         weights = np.ones(len(edges))
     return SpatialGraph(edges.astype(np.int64), weights, distances, n, kind, params)
+
+
+def pair_lengths(coords: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Euclidean lengths of pairs of spots: G's spatial distances d_s.
+
+    Parameters
+    ----------
+    coords
+        ``(N, 2)`` spot coordinates.
+    edges
+        ``(E, 2)`` row indices of the pairs.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(E,)`` lengths, in the unit of ``coords``.
+    """
+    return np.linalg.norm(coords[edges[:, 0]] - coords[edges[:, 1]], axis=1)
 
 
 def _typical_spacing(coords: np.ndarray) -> float:

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from ._checks import check_int
-from .graph import SpatialGraph, spatial_graph
+from .graph import SpatialGraph, pair_lengths, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, read_penalty_graph, spatial_coordinates, stored_values
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
@@ -220,7 +220,7 @@ class _DPModel:
         stored = read_penalty_graph(adata, graph_key)
         # a graph built on other coordinates (another spatial_key or unit) would pair the
         # penalty's latent distances with distances of another geometry
-        own = np.linalg.norm(self.coords[stored.edges[:, 0]] - self.coords[stored.edges[:, 1]], axis=1)
+        own = pair_lengths(self.coords, stored.edges)
         if not np.allclose(own, stored.distances, rtol=1e-9, atol=0):
             raise ValueError(
                 f"graph {graph_key!r}: its distances are not those of the model's coordinates "
@@ -452,6 +452,17 @@ class _DPModel:
         """The penalty's current scale lam, latent units per micrometre."""
         return self.penalty.lam
 
+    @classmethod
+    def default_key(cls) -> str:
+        """The ``obsm``/``uns`` key :meth:`write_results` writes by default.
+
+        Returns
+        -------
+        str
+            ``"X_dpvae"`` or ``"X_dpscvi"``.
+        """
+        return f"X_{cls.__name__.lower()}"
+
     def write_results(self, adata: ad.AnnData | None = None, key_added: str | None = None) -> str:
         """Write the latent means to ``obsm[key_added]`` and the fit to ``uns[key_added]``.
 
@@ -477,7 +488,7 @@ class _DPModel:
         """
         self._require_trained("write_results")
         adata = self._validate_adata(adata)
-        key = key_added or f"X_{type(self).__name__.lower()}"
+        key = key_added or self.default_key()
         adata.obsm[key] = self.get_latent_representation(adata)
         adata.uns[key] = {
             "model": type(self).__name__,

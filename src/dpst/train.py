@@ -508,14 +508,19 @@ def _penalty_latent(inf, settings: PenaltySettings) -> torch.Tensor:
     return inf["z"] if settings.latent == "sample" else inf["qz_mean"]
 
 
+def _pair_penalty(penalty: DistortionPenalty, z: torch.Tensor, edges, ds, weights, denominator) -> torch.Tensor:
+    """The penalty of the pairs ``edges`` of ``z`` (None: all pairs), setting lam on its first call."""
+    dz = pair_distances(z, edges)
+    penalty.initialize_lam(dz.detach(), ds)
+    return penalty(dz, ds, weights, denominator)
+
+
 def _full_step(module, penalty, x, pairs: _PairSampler, kl_weight, penalty_on, settings):
     inf, gen = module(x)
     dis = None
     if penalty_on:
         edges, ds, weights = pairs.full()
-        dz = pair_distances(_penalty_latent(inf, settings), edges)
-        penalty.initialize_lam(dz.detach(), ds)
-        dis = penalty(dz, ds, weights, pairs.denominator)
+        dis = _pair_penalty(penalty, _penalty_latent(inf, settings), edges, ds, weights, pairs.denominator)
     return _objective(module, penalty, x, inf, gen, kl_weight, dis, settings)
 
 
@@ -530,9 +535,7 @@ def _batch_step(
     if penalty_on:
         spots, denominator = pairs.seeds_batch(np.searchsorted(train_idx, seeds))
         ds = pair_distances(coords_train[torch.as_tensor(spots, device=device)])
-        dz = pair_distances(_penalty_latent(inf, settings))
-        penalty.initialize_lam(dz.detach(), ds)
-        dis = penalty(dz, ds, None, denominator)
+        dis = _pair_penalty(penalty, _penalty_latent(inf, settings), None, ds, None, denominator)
     return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
 
 
@@ -540,9 +543,9 @@ def _tile_step(module, penalty, x, train_idx, pairs: _PairSampler, batch: _Batch
     """A tiled batch: encode its spots (and long edges' extras), decode only the ELBO spots."""
     xb = dense_rows(x, train_idx[batch.spots], device)
     inf = module.inference(xb)
-    dz = pair_distances(_penalty_latent(inf, settings), batch.edges)
-    penalty.initialize_lam(dz.detach(), batch.ds)
-    dis = penalty(dz, batch.ds, batch.weights, pairs.denominator)
+    dis = _pair_penalty(
+        penalty, _penalty_latent(inf, settings), batch.edges, batch.ds, batch.weights, pairs.denominator
+    )
     n = batch.n_elbo
     if n < len(xb):
         xb, inf = xb[:n], {key: value[:n] for key, value in inf.items()}
@@ -550,14 +553,20 @@ def _tile_step(module, penalty, x, train_idx, pairs: _PairSampler, batch: _Batch
     return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
 
 
+def _negative_elbo(module: VAEModule, x: torch.Tensor) -> torch.Tensor:
+    """Per-spot negative ELBO with KL weight 1."""
+    inf, gen = module(x)
+    terms = module.loss_terms(x, inf, gen)
+    return terms["reconstruction"] + terms["kl"]
+
+
 @torch.no_grad()
 def _validation_elbo(module: VAEModule, x_val: torch.Tensor) -> torch.Tensor:
     """Mean negative ELBO (KL weight 1) of the held-out spots, in eval mode, on the device."""
     module.eval()
-    inf, gen = module(x_val)
-    terms = module.loss_terms(x_val, inf, gen)
+    mean = _negative_elbo(module, x_val).mean()
     module.train()
-    return (terms["reconstruction"] + terms["kl"]).mean()
+    return mean
 
 
 @torch.no_grad()
@@ -566,10 +575,8 @@ def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: 
     module.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(val_idx), VALIDATION_CHUNK):
-        xb = dense_rows(x, val_idx[start : start + VALIDATION_CHUNK], device)
-        inf, gen = module(xb)
-        terms = module.loss_terms(xb, inf, gen)
-        total += (terms["reconstruction"] + terms["kl"]).double().sum()
+        chunk = dense_rows(x, val_idx[start : start + VALIDATION_CHUNK], device)
+        total += _negative_elbo(module, chunk).double().sum()
     module.train()
     return total / len(val_idx)  # float64 division on the device: the bits of the host's
 

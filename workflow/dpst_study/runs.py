@@ -34,7 +34,7 @@ def latent_key(model: str) -> str:
     """
     if model not in MODEL_CLASSES:
         raise ValueError(f"model must be one of {sorted(MODEL_CLASSES)}, got {model!r}")
-    return f"X_{MODEL_CLASSES[model].__name__.lower()}"
+    return MODEL_CLASSES[model].default_key()
 
 
 def train_run(
@@ -214,8 +214,9 @@ def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> No
         ``model`` and ``metrics`` (Snakemake's ``output``).
     """
     adata = fitted.adata
-    # write_results writes into the AnnData it encodes: a copy, so the caller's section is left as it was
-    encoded = adata.copy()
+    # write_results writes into the AnnData it encodes: a new one on the same matrices (no copy),
+    # so the caller's section is left as it was
+    encoded = ad.AnnData(X=adata.X, obs=adata.obs[[]], var=adata.var[[]], layers=dict(adata.layers))
     key = fitted.write_results(encoded)
     latent = ad.AnnData(
         obs=adata.obs[[c for c in ("array_row", "array_col", "domain") if c in adata.obs]].copy(),
