@@ -13,9 +13,9 @@ from dpst.io import (
     grid_neighbor_pairs,
     pixel_calibration,
     read_spaceranger,
-    spatial_um,
     um_per_pixel,
 )
+from dpst.pp import spatial_coordinates
 from dpst.sim import write_spaceranger
 
 H5 = "filtered_feature_bc_matrix.h5"
@@ -30,7 +30,7 @@ def assert_same_section(read, simulated):
         np.testing.assert_array_equal(read.obs[col].to_numpy(), simulated.obs[col].to_numpy())
     np.testing.assert_array_equal(read.obsm["spatial"], simulated.obsm["spatial"])
     np.testing.assert_array_equal(read.var["gene_ids"], simulated.var["gene_ids"])
-    np.testing.assert_array_equal(spatial_um(read), spatial_um(simulated))
+    np.testing.assert_array_equal(spatial_coordinates(read), spatial_coordinates(simulated))
 
 
 # --------------------------------------------------------------------------- #
@@ -265,7 +265,7 @@ def test_calibration_comes_from_the_grid(sim_adata):
     assert calibration.um_per_pixel == pytest.approx(55 / 89.0, rel=1e-12)
     # The simulator writes spot_diameter_fullres as Space Ranger does: a 65 um spot.
     assert calibration.spot_diameter_estimate == pytest.approx(calibration.um_per_pixel, rel=1e-12)
-    assert spatial_um(sim_adata) == pytest.approx(sim_adata.obsm["spatial"] * 55 / 89.0)
+    assert spatial_coordinates(sim_adata) == pytest.approx(sim_adata.obsm["spatial"] * 55 / 89.0)
 
 
 def test_grid_neighbor_pairs_on_a_hexagon():

@@ -28,7 +28,7 @@ def test_penalty_lowers_distortion_and_raises_morans_i(section, model_class):
         latent = model.get_latent_representation()
         results[alpha] = (
             distortion(latent, model.graph)["penalty"],
-            spatial_autocorrelation(latent, model.coords)["moran_I"].mean(),
+            spatial_autocorrelation(latent, section.obsp["spatial_connectivities"])["moran_I"].mean(),
         )
     (pen_off, moran_off), (pen_on, moran_on) = results[0.0], results[100.0]
     assert pen_on < pen_off

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from dpst.graph import spatial_graph
-from dpst.io import read_spaceranger, spatial_um
-from dpst.pp import penalty_graph, preprocess, read_penalty_graph
+from dpst.io import read_spaceranger
+from dpst.pp import penalty_graph, preprocess, read_penalty_graph, spatial_coordinates
 from dpst.sim import simulate_section
 
 
@@ -67,8 +67,12 @@ def test_n_top_genes_clipped(sim_adata):
 
 
 def test_calibration_recorded(processed):
-    calibration = processed.uns["dpst_preprocess"]["calibration"]
-    assert calibration["method"] == "grid" and calibration["um_per_pixel"] == pytest.approx(55 / 89)
+    record = processed.uns["dpst_preprocess"]
+    (library, calibration), *others = record["coordinates"]["libraries"].items()
+    assert not others and library == next(iter(processed.uns["spatial"]))
+    assert calibration["unit"] == "pixel" and calibration["method"] == "grid"
+    assert calibration["um_per_pixel"] == pytest.approx(55 / 89)
+    assert record["neighbors"] == {"kind": "grid", "geometry": "hexagon", "n_neighs": 6}
 
 
 # Inputs that crashed scikit-misc's loess (seurat_v3) with a segfault, taking the
@@ -149,7 +153,7 @@ def test_mitochondrial_genes_flagged(sim_adata):
 
 
 def test_spatial_um_and_graph(processed):
-    np.testing.assert_array_equal(processed.obsm["spatial_um"], spatial_um(processed))
+    np.testing.assert_array_equal(processed.obsm["spatial_um"], spatial_coordinates(processed))
     graph = processed.obsp["spatial_connectivities"]
     assert (graph != graph.T).nnz == 0
     degree = np.asarray(graph.sum(axis=1)).ravel()
@@ -210,7 +214,7 @@ def test_everything_filtered(sim_adata):
 @pytest.mark.parametrize("graph", ["knn", "radius", "gaussian", "all"])
 def test_penalty_graph_is_spatial_graph_in_squidpy_layout(processed, graph):
     penalty_graph(processed, graph=graph, n_neighbors=6, radius=180.0, sigma=60.0)
-    built = spatial_graph(spatial_um(processed), graph, n_neighbors=6, radius=180.0, sigma=60.0)
+    built = spatial_graph(spatial_coordinates(processed), graph, n_neighbors=6, radius=180.0, sigma=60.0)
     weights = processed.obsp["dpst_penalty_connectivities"]
     distances = processed.obsp["dpst_penalty_distances"]
     assert sp.issparse(weights) and (weights != weights.T).nnz == 0 and (distances != distances.T).nnz == 0
@@ -221,7 +225,8 @@ def test_penalty_graph_is_spatial_graph_in_squidpy_layout(processed, graph):
     record = processed.uns["dpst_penalty"]
     assert record["graph"] == graph and record["unit"] == "um" and record["n_edges"] == built.n_edges
     assert record["params"] == built.params
-    assert record["coordinates"]["method"] == "grid"  # pixels calibrated on the spot grid
+    (calibration,) = record["coordinates"]["libraries"].values()
+    assert calibration["method"] == "grid"  # pixels calibrated on the spot grid
     assert record["connectivities_key"] == "dpst_penalty_connectivities"
 
 
@@ -229,7 +234,7 @@ def test_penalty_graph_reads_back_to_the_bit_after_h5ad(processed, tmp_path):
     penalty_graph(processed, graph="gaussian", sigma=80.0, key_added="g")
     processed.write_h5ad(tmp_path / "a.h5ad")
     stored = read_penalty_graph(ad.read_h5ad(tmp_path / "a.h5ad"), "g")
-    built = spatial_graph(spatial_um(processed), "gaussian", sigma=80.0)
+    built = spatial_graph(spatial_coordinates(processed), "gaussian", sigma=80.0)
     for field in ("edges", "weights", "distances"):
         np.testing.assert_array_equal(getattr(stored, field), getattr(built, field))
         assert getattr(stored, field).dtype == getattr(built, field).dtype
@@ -238,7 +243,7 @@ def test_penalty_graph_reads_back_to_the_bit_after_h5ad(processed, tmp_path):
 
 def test_penalty_graph_copy_and_micrometre_input(processed):
     as_um = processed.copy()
-    as_um.obsm["xy"] = spatial_um(processed) * 1.0
+    as_um.obsm["xy"] = spatial_coordinates(processed) * 1.0
     out = penalty_graph(as_um, spatial_key="xy", coordinate_unit="um", copy=True)
     assert "dpst_penalty" not in as_um.uns and out.uns["dpst_penalty"]["coordinates"]["coordinate_unit"] == "um"
     penalty_graph(processed)

@@ -51,7 +51,7 @@ def test_neighbouring_spots_are_100_um_apart(real_sections, name):
     adata = real_sections[name]
     calibration = dpst.io.pixel_calibration(adata)
     assert calibration.method == "grid" and calibration.n_grid_pairs > 2500
-    xy = dpst.io.spatial_um(adata)
+    xy = dpst.pp.spatial_coordinates(adata)
     pairs = dpst.io.grid_neighbor_pairs(adata.obs["array_row"], adata.obs["array_col"])
     spacing = np.linalg.norm(xy[pairs[:, 0]] - xy[pairs[:, 1]], axis=1)
     assert np.median(spacing) == pytest.approx(100.0, abs=1.0)

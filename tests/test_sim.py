@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from dpst.io import spatial_um, um_per_pixel
+from dpst.io import um_per_pixel
+from dpst.pp import spatial_coordinates
 from dpst.sim import simulate_section
 
 
@@ -18,7 +19,7 @@ def test_grid_is_hexagonal(sim_adata):
     # Space Ranger's convention: spot_diameter_fullres is the pixel width of a 65 um spot
     diameter = sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"]
     assert diameter * um_per_pixel(sim_adata) == pytest.approx(65.0)
-    xy = spatial_um(sim_adata)
+    xy = spatial_coordinates(sim_adata)
     dist, _ = cKDTree(xy).query(xy, k=7)
     nearest = dist[:, 1]
     np.testing.assert_allclose(nearest, 100.0, rtol=1e-9)
@@ -29,7 +30,7 @@ def test_grid_is_hexagonal(sim_adata):
 
 def test_same_grid_step_in_array_units(sim_adata):
     """Same-row neighbours are 2 columns apart; adjacent rows shift by one column."""
-    xy = spatial_um(sim_adata)
+    xy = spatial_coordinates(sim_adata)
     obs = sim_adata.obs.reset_index(drop=True)
     pos = {(r, c): i for i, (r, c) in enumerate(zip(obs["array_row"], obs["array_col"], strict=True))}
     for (r, c), i in pos.items():
@@ -113,7 +114,7 @@ def test_gradient_genes_vary_smoothly(sim_adata):
     adata = sim_adata
     counts = adata.X.toarray()
     logn = np.log1p(1e4 * counts / counts.sum(axis=1, keepdims=True))
-    xy = spatial_um(adata)
+    xy = spatial_coordinates(adata)
     pairs = cKDTree(xy).query_pairs(r=101.0, output_type="ndarray")
 
     def neighbour_corr(kind):

@@ -1,8 +1,16 @@
-"""Spatial pair graphs G for the distortion penalty.
+"""Graphs on spot coordinates, as arrays: the penalty's pair graph G and the neighbourhood graph.
 
 G is stored as an undirected edge list, each pair once (i < j), with positive
 weights. Sparse kinds (``knn``, ``radius``, ``gaussian``) never materialize an
 N x N matrix; ``all`` is the complete graph, for small N only.
+
+The neighbourhood graph (:func:`neighbor_graph`) is the graph of spatial
+autocorrelation and of squidpy's tools: the hexagon of a Visium array, the
+square lattice of binned data, or a kNN / radius / Delaunay graph of cells,
+built with squidpy's graph builders.
+
+With ``groups`` (each spot's library, i.e. tissue section), both are built section
+by section: no pair ever joins two sections.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ._checks import check_int, check_real
+from .io import GRID_NEIGHBOR_OFFSETS, MIN_GRID_PAIRS, SQUARE_NEIGHBOR_OFFSETS, grid_neighbor_pairs
 
 GraphKind = Literal["knn", "radius", "gaussian", "all"]
 GRAPH_KINDS = ("knn", "radius", "gaussian", "all")
@@ -103,6 +112,8 @@ def spatial_graph(
     n_neighbors: int = 18,
     radius: float = 250.0,
     sigma: float = 100.0,
+    groups: np.ndarray | None = None,
+    group_names: tuple[str, ...] | None = None,
 ) -> SpatialGraph:
     """Build the penalty's pair graph G from spot coordinates (micrometres).
 
@@ -119,15 +130,25 @@ def spatial_graph(
         k of ``knn``. The default 18 covers the first three rings of the Visium
         hexagonal grid (100, 173 and 200 um), so G holds several distances and
         fixes the scale ``lam``, not just equal spacing.
+    radius
+        Radius of ``radius``.
+    sigma
+        Width of ``gaussian``.
+    groups
+        ``(N,)`` integer library codes (0, 1, ...): G is then built within each
+        library on its own and the pairs are joined, so no pair crosses two
+        libraries and each library's pairs are those it would get alone. None: one library.
+    group_names
+        The libraries' names, for messages.
+
+    Returns
+    -------
+    SpatialGraph
+        The pairs in lexicographic order, with weights and distances.
     """
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must have shape (N, 2), got {coords.shape}")
-    bad = ~np.isfinite(coords).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"coords of {bad.sum()} of {len(coords)} spots are NaN or infinite (first at row {np.flatnonzero(bad)[0]})"
-        )
+    coords = _checked_coordinates(coords)
+    if groups is not None:
+        return _graph_by_group(coords, kind, groups, group_names, n_neighbors=n_neighbors, radius=radius, sigma=sigma)
     n = len(coords)
     if n < 2:
         raise ValueError(f"need at least 2 spots to build a pair graph, got {n}")
@@ -175,6 +196,59 @@ def spatial_graph(
     else:
         weights = np.ones(len(edges))
     return SpatialGraph(edges.astype(np.int64), weights, distances, n, kind, params)
+
+
+def _checked_coordinates(coords) -> np.ndarray:
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError(f"coords must have shape (N, 2), got {coords.shape}")
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"coords of {bad.sum()} of {len(coords)} spots are NaN or infinite (first at row {np.flatnonzero(bad)[0]})"
+        )
+    return coords
+
+
+def group_spots(groups: np.ndarray) -> list[np.ndarray]:
+    """Sorted spot indices of each group code 0, 1, ..., max(groups).
+
+    Parameters
+    ----------
+    groups
+        ``(N,)`` non-negative integer codes.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One sorted index array per code.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    order = np.argsort(groups, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(groups))[:-1])
+
+
+def _group_name(group_names: tuple[str, ...] | None, code: int) -> str:
+    return repr(group_names[code]) if group_names is not None else str(code)
+
+
+def _graph_by_group(coords, kind, groups, group_names, **settings) -> SpatialGraph:
+    """G built within each group and joined, pairs in lexicographic order."""
+    edges, weights, distances, params = [], [], [], {}
+    for code, spots in enumerate(group_spots(groups)):
+        try:
+            part = spatial_graph(coords[spots], kind, **settings)
+        except ValueError as error:
+            raise ValueError(f"library {_group_name(group_names, code)}: {error}") from None
+        edges.append(spots[part.edges])
+        weights.append(part.weights)
+        distances.append(part.distances)
+        params = part.params
+    joined = np.concatenate(edges)
+    order = np.lexsort((joined[:, 1], joined[:, 0]))
+    return SpatialGraph(
+        joined[order], np.concatenate(weights)[order], np.concatenate(distances)[order], len(coords), kind, params
+    )
 
 
 def pair_lengths(coords: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -234,3 +308,164 @@ def _unique_pairs(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
     np.not_equal(key[1:], key[:-1], out=distinct[1:])
     key = key[distinct]
     return np.stack(np.divmod(key, n), axis=1)
+
+
+# --------------------------------------------------------------------------- #
+# the neighbourhood graph: Moran's I, Geary's C and squidpy's tools
+# --------------------------------------------------------------------------- #
+NeighborKind = Literal["auto", "grid", "knn", "radius", "delaunay"]
+NEIGHBOR_KINDS = ("auto", "grid", "knn", "radius", "delaunay")
+# neighbours per spot of each lattice, and of the kNN graph of cells
+LATTICE_NEIGHBORS = {"hexagon": 6, "square": 4}
+DEFAULT_KNN_NEIGHBORS = 6
+
+
+@dataclass(frozen=True)
+class NeighborGraph:
+    """The neighbourhood graph of the spots, as squidpy stores it.
+
+    Attributes
+    ----------
+    connectivities
+        ``(N, N)`` CSR matrix, 1 where spot j is a neighbour of spot i.
+    distances
+        ``(N, N)`` CSR matrix: micrometres for ``knn``, ``radius`` and ``delaunay``;
+        the ring number (1) for ``grid``, as squidpy writes it.
+    params
+        ``kind``, ``geometry`` (``hexagon``, ``square`` or ``none``), ``n_neighs``
+        and ``radius`` (where they apply).
+    """
+
+    connectivities: sp.csr_matrix
+    distances: sp.csr_matrix
+    params: dict
+
+
+def lattice_geometry(array_row, array_col, groups: np.ndarray | None = None) -> str | None:
+    """Which lattice integer array positions describe: ``"hexagon"`` (Visium), ``"square"`` (bins) or None.
+
+    A Visium array keeps ``array_row + array_col`` even (or odd) on every spot and
+    puts neighbours at the hexagon offsets; a square lattice of bins has spots of
+    both parities one step apart. Each group (library) must show the same lattice.
+
+    Parameters
+    ----------
+    array_row, array_col
+        Integer array positions, one per spot (None: no lattice).
+    groups
+        ``(N,)`` library codes; None: one library.
+
+    Returns
+    -------
+    str or None
+        The lattice, or None when the positions describe neither.
+    """
+    if array_row is None or array_col is None:
+        return None
+    row, col = np.asarray(array_row), np.asarray(array_col)
+    if not (np.issubdtype(row.dtype, np.number) and np.issubdtype(col.dtype, np.number)):
+        return None
+    if not (np.isfinite(row).all() and np.isfinite(col).all() and (row == np.round(row)).all()):
+        return None
+    row, col = row.astype(np.int64), col.astype(np.int64)
+    found = set()
+    for spots in group_spots(np.zeros(len(row), dtype=np.int64) if groups is None else groups):
+        r, c = row[spots], col[spots]
+        if len(np.unique((r + c) % 2)) == 1 and len(grid_neighbor_pairs(r, c, GRID_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS:
+            found.add("hexagon")
+        elif len(grid_neighbor_pairs(r, c, SQUARE_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS:
+            found.add("square")
+        else:
+            return None
+    return found.pop() if len(found) == 1 else None
+
+
+def _builder(kind: str, n_neighs: int, radius: float | None):
+    from squidpy.gr import neighbors as builders
+
+    if kind == "grid":
+        return builders.GridBuilder(n_neighs=n_neighs)
+    if kind == "knn":
+        return builders.KNNBuilder(n_neighs=n_neighs)
+    if kind == "radius":
+        return builders.RadiusBuilder(radius=radius)
+    return builders.DelaunayBuilder()
+
+
+def neighbor_graph(
+    coords: np.ndarray,
+    kind: NeighborKind = "auto",
+    *,
+    n_neighs: int | None = None,
+    radius: float | None = None,
+    groups: np.ndarray | None = None,
+    group_names: tuple[str, ...] | None = None,
+    array_row=None,
+    array_col=None,
+) -> NeighborGraph:
+    """The spots' neighbourhood graph, chosen from their geometry, built with squidpy's graph builders.
+
+    ``kind="auto"`` takes squidpy's ``grid`` graph where ``array_row``/``array_col``
+    describe a lattice (6 neighbours on the Visium hexagon, 4 on a square lattice of
+    bins), and a kNN graph of 6 neighbours otherwise (cells, spots without array
+    positions).
+
+    Parameters
+    ----------
+    coords
+        ``(N, 2)`` coordinates in micrometres.
+    kind
+        ``"auto"``, ``"grid"``, ``"knn"``, ``"radius"`` (pairs within ``radius``) or
+        ``"delaunay"`` (Delaunay triangulation).
+    n_neighs
+        Neighbours per spot of ``grid`` and ``knn``; None: 6 on a hexagon, 4 on a square
+        lattice, 6 for ``knn``.
+    radius
+        Radius of ``radius``, in micrometres.
+    groups
+        ``(N,)`` library codes: the graph is built within each library (block-diagonal).
+    group_names
+        The libraries' names, for messages.
+    array_row, array_col
+        Array positions of the spots, when they have some (Visium, binned data).
+
+    Returns
+    -------
+    NeighborGraph
+        Connectivities, distances and what was built.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind, a missing radius, or too few spots in a library.
+    """
+    coords = _checked_coordinates(coords)
+    if kind not in NEIGHBOR_KINDS:
+        raise ValueError(f"neighbourhood graph kind must be one of {NEIGHBOR_KINDS}, got {kind!r}")
+    geometry = lattice_geometry(array_row, array_col, groups)
+    if kind == "auto":
+        kind = "grid" if geometry is not None else "knn"
+    params: dict = {"kind": kind, "geometry": geometry or "none"}
+    if kind in ("grid", "knn"):
+        default = LATTICE_NEIGHBORS.get(geometry or "", DEFAULT_KNN_NEIGHBORS)
+        params["n_neighs"] = check_int("n_neighs", default if n_neighs is None else n_neighs, minimum=1)
+    if kind == "radius":
+        if radius is None:
+            raise ValueError("the 'radius' neighbourhood graph needs radius= (micrometres)")
+        params["radius"] = check_real("radius", radius, above=0)
+    builder = _builder(kind, params.get("n_neighs", 0), params.get("radius"))
+    parts = group_spots(np.zeros(len(coords), dtype=np.int64) if groups is None else groups)
+    matrices = []
+    for code, spots in enumerate(parts):
+        smallest = 3 if kind == "delaunay" else params.get("n_neighs", 1) + 1
+        if len(spots) < smallest:
+            where = f"library {_group_name(group_names, code)}" if groups is not None else "the section"
+            raise ValueError(
+                f"{where} has {len(spots)} spots; the {kind!r} neighbourhood graph needs at least {smallest}"
+            )
+        matrices.append(builder.build(np.ascontiguousarray(coords[spots])))
+    if len(matrices) == 1:
+        connectivities, distances = matrices[0]
+    else:
+        connectivities, distances = builder.combine(matrices, np.concatenate(parts).tolist())
+    return NeighborGraph(sp.csr_matrix(connectivities), sp.csr_matrix(distances), params)

@@ -1,6 +1,7 @@
 """Read 10x Space Ranger output and convert spatial units.
 
-:func:`um_per_pixel` is the one place where pixels become micrometres. Visium
+:func:`calibrate_pixels` finds how many micrometres a pixel is;
+:func:`dpst.pp.spatial_coordinates` is the one place that applies it. Visium
 spot centres are 100 um apart on the hexagonal grid, so the scale is read off
 the grid itself: ``100 / median pixel distance between grid neighbours``
 (neighbours from ``array_row``/``array_col``). ``spot_diameter_fullres`` is
@@ -27,10 +28,10 @@ import scipy.sparse as sp
 __all__ = [
     "PixelCalibration",
     "SpaceRangerFormatError",
+    "calibrate_pixels",
     "grid_neighbor_pairs",
     "pixel_calibration",
     "read_spaceranger",
-    "spatial_um",
     "um_per_pixel",
 ]
 
@@ -40,6 +41,8 @@ SPOT_SPACING_UM = 100.0  # centre-to-centre distance of neighbouring spots
 SCALEFACTOR_SPOT_DIAMETER_UM = 65.0
 # (d array_row, d array_col) of the hexagon neighbours; the other three are their negatives.
 GRID_NEIGHBOR_OFFSETS = ((0, 2), (1, 1), (1, -1))
+# the same for a square lattice (Visium HD bins): four neighbours one step away
+SQUARE_NEIGHBOR_OFFSETS = ((0, 1), (1, 0))
 MIN_GRID_PAIRS = 3
 CALIBRATION_TOLERANCE = 0.05
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # v2 (header), v1 (none)
@@ -340,7 +343,7 @@ class PixelCalibration:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def grid_neighbor_pairs(array_row, array_col) -> np.ndarray:
+def grid_neighbor_pairs(array_row, array_col, offsets=GRID_NEIGHBOR_OFFSETS) -> np.ndarray:
     """Index pairs of spots that are hexagon neighbours on the Visium array.
 
     On the Visium array a spot's six neighbours lie at
@@ -350,6 +353,10 @@ def grid_neighbor_pairs(array_row, array_col) -> np.ndarray:
     ----------
     array_row, array_col
         Integer array positions of the spots, one entry per spot.
+    offsets
+        ``(d array_row, d array_col)`` of half the neighbours (the others are
+        their negatives): the Visium hexagon by default, ``SQUARE_NEIGHBOR_OFFSETS``
+        for a square lattice of bins.
 
     Returns
     -------
@@ -373,25 +380,12 @@ def grid_neighbor_pairs(array_row, array_col) -> np.ndarray:
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     pairs = []
-    for d_row, d_col in GRID_NEIGHBOR_OFFSETS:
+    for d_row, d_col in offsets:
         target = key + d_row * width + d_col
         pos = np.clip(np.searchsorted(sorted_key, target), 0, len(key) - 1)
         hit = sorted_key[pos] == target
         pairs.append(np.column_stack([np.flatnonzero(hit), order[pos[hit]]]))
     return np.concatenate(pairs)
-
-
-def _library(adata: ad.AnnData, library_id: str | None) -> tuple[str, dict]:
-    libs = adata.uns.get("spatial", {})
-    if library_id is None:
-        if len(libs) != 1:
-            raise ValueError(
-                f"um_per_pixel needs exactly one library in adata.uns['spatial'] or a library_id; found {list(libs)}"
-            )
-        library_id = next(iter(libs))
-    if library_id not in libs:
-        raise ValueError(f"library {library_id!r} not in adata.uns['spatial'] (present: {list(libs)})")
-    return library_id, libs[library_id]
 
 
 def _spot_diameter_estimate(scalefactors: dict) -> float | None:
@@ -403,12 +397,11 @@ def _spot_diameter_estimate(scalefactors: dict) -> float | None:
     return SCALEFACTOR_SPOT_DIAMETER_UM / float(diameter)
 
 
-def _grid_estimate(adata: ad.AnnData, spatial_key: str) -> tuple[float | None, int, str]:
+def _grid_estimate(pixels: np.ndarray, array_row, array_col) -> tuple[float | None, int, str]:
     """(um per pixel from the grid or None, pairs used, why the grid could not be used)."""
-    if not {"array_row", "array_col"} <= set(adata.obs.columns):
+    if array_row is None or array_col is None:
         return None, 0, "adata.obs has no array_row/array_col"
-    pixels = np.asarray(adata.obsm[spatial_key], dtype=float)[:, :2]
-    pairs = grid_neighbor_pairs(adata.obs["array_row"], adata.obs["array_col"])
+    pairs = grid_neighbor_pairs(array_row, array_col)
     if len(pairs) < MIN_GRID_PAIRS:
         return None, len(pairs), f"only {len(pairs)} pairs of neighbouring spots on the array grid"
     distances = np.linalg.norm(pixels[pairs[:, 0]] - pixels[pairs[:, 1]], axis=1)
@@ -421,28 +414,30 @@ def _grid_estimate(adata: ad.AnnData, spatial_key: str) -> tuple[float | None, i
     return SPOT_SPACING_UM / median, len(pairs), ""
 
 
-def pixel_calibration(
-    adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial"
+def calibrate_pixels(
+    pixels: np.ndarray,
+    array_row=None,
+    array_col=None,
+    scalefactors: dict | None = None,
+    library_id: str = "",
 ) -> PixelCalibration:
-    """Micrometres per full-resolution pixel, with how they were found.
+    """Micrometres per full-resolution pixel of one library's spots, from arrays.
 
-    The grid estimate, ``100 / median pixel distance between hexagon
-    neighbours`` (neighbours from ``obs["array_row"]``/``obs["array_col"]``,
-    pairs with non-finite pixels left out), is used when at least three
-    neighbour pairs exist. Otherwise ``65 / spot_diameter_fullres`` is used,
-    with a warning saying why. When both exist and differ by more than 5%, a
-    warning gives both and the grid is used.
+    The rule of :func:`pixel_calibration`, on the spots of a single library:
+    the grid estimate when ``array_row``/``array_col`` give at least three
+    hexagon-neighbour pairs, else ``65 / spot_diameter_fullres``, with the
+    warnings described there.
 
     Parameters
     ----------
-    adata
-        Spots with pixel coordinates in ``obsm[spatial_key]`` and a library in
-        ``uns["spatial"]`` (as written by :func:`read_spaceranger`).
+    pixels
+        ``(N, 2)`` full-resolution pixel coordinates of the library's spots.
+    array_row, array_col
+        Their Visium array positions, or None when unknown.
+    scalefactors
+        The library's ``uns["spatial"][library_id]["scalefactors"]``, or None.
     library_id
-        Library in ``uns["spatial"]`` whose scale factors to read; may be
-        omitted when there is exactly one.
-    spatial_key
-        Key of the pixel coordinates in ``obsm``.
+        The library's name, for messages.
 
     Returns
     -------
@@ -451,29 +446,18 @@ def pixel_calibration(
 
     Raises
     ------
-    KeyError
-        When ``obsm`` has no ``spatial_key``.
     ValueError
-        When the library is missing or ambiguous, or when neither the grid nor
-        the scale factor gives a scale.
-
-    Examples
-    --------
-    >>> adata = dpst.sim.simulate_section(n_spots=300, n_genes=100)
-    >>> calibration = dpst.io.pixel_calibration(adata)
-    >>> calibration.method, round(calibration.um_per_pixel, 4), calibration.n_grid_pairs
-    ('grid', 0.618, 834)
+        When neither the grid nor the scale factor gives a scale.
     """
-    library_id, entry = _library(adata, library_id)
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)})")
-    from_diameter = _spot_diameter_estimate(entry.get("scalefactors", {}))
-    from_grid, n_pairs, why_not = _grid_estimate(adata, spatial_key)
+    pixels = np.asarray(pixels, dtype=float)[:, :2]
+    from_diameter = _spot_diameter_estimate(scalefactors or {})
+    from_grid, n_pairs, why_not = _grid_estimate(pixels, array_row, array_col)
     if from_grid is None:
         if from_diameter is None:
             raise ValueError(
                 f"library {library_id!r}: cannot calibrate pixels to micrometres: {why_not}, and "
-                "scalefactors lack a positive finite spot_diameter_fullres"
+                "no scalefactors with a positive finite spot_diameter_fullres; pass coordinate_unit='um' "
+                "if the coordinates are micrometres already"
             )
         warnings.warn(
             f"library {library_id!r}: {why_not}; micrometres per pixel taken from "
@@ -491,7 +475,86 @@ def pixel_calibration(
     return PixelCalibration(from_grid, "grid", n_pairs, from_diameter)
 
 
-def um_per_pixel(adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial") -> float:
+def pixel_calibration(
+    adata: ad.AnnData,
+    library_id: str | None = None,
+    spatial_key: str = "spatial",
+    library_key: str | None = None,
+) -> PixelCalibration:
+    """Micrometres per full-resolution pixel of one library, with how they were found.
+
+    The grid estimate, ``100 / median pixel distance between hexagon
+    neighbours`` (neighbours from ``obs["array_row"]``/``obs["array_col"]``,
+    pairs with non-finite pixels left out), is used when at least three
+    neighbour pairs exist. Otherwise ``65 / spot_diameter_fullres`` is used,
+    with a warning saying why. When both exist and differ by more than 5%, a
+    warning gives both and the grid is used. :func:`dpst.pp.spatial_coordinates`
+    applies it to every library of an AnnData.
+
+    Parameters
+    ----------
+    adata
+        Spots with pixel coordinates in ``obsm[spatial_key]`` and a library in
+        ``uns["spatial"]`` (as written by :func:`read_spaceranger`).
+    library_id
+        Library in ``uns["spatial"]`` whose scale factors to read; may be
+        omitted when there is exactly one.
+    spatial_key
+        Key of the pixel coordinates in ``obsm``.
+    library_key
+        Column of ``obs`` naming each spot's library; the grid estimate then uses
+        the spots of ``library_id`` only. None: all spots are that library's.
+
+    Returns
+    -------
+    PixelCalibration
+        The scale and how it was found.
+
+    Raises
+    ------
+    KeyError
+        When ``obsm`` has no ``spatial_key`` or ``obs`` no ``library_key``.
+    ValueError
+        When the library is missing or ambiguous, or when neither the grid nor
+        the scale factor gives a scale.
+
+    Examples
+    --------
+    >>> adata = dpst.sim.simulate_section(n_spots=300, n_genes=100)
+    >>> calibration = dpst.io.pixel_calibration(adata)
+    >>> calibration.method, round(calibration.um_per_pixel, 4), calibration.n_grid_pairs
+    ('grid', 0.618, 834)
+    """
+    libraries = adata.uns.get("spatial") or {}
+    if library_id is None:
+        if len(libraries) != 1:
+            raise ValueError(
+                f"pixel_calibration needs a library_id when adata.uns['spatial'] does not hold exactly one "
+                f"library; found {list(libraries)}"
+            )
+        library_id = next(iter(libraries))
+    if library_id not in libraries:
+        raise ValueError(f"library {library_id!r} not in adata.uns['spatial'] (present: {list(libraries)})")
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"adata.obsm has no {spatial_key!r} (keys: {list(adata.obsm)})")
+    spots: slice | np.ndarray = slice(None)
+    if library_key is not None:
+        if library_key not in adata.obs:
+            raise KeyError(f"adata.obs has no {library_key!r} column (library_key)")
+        spots = np.flatnonzero(adata.obs[library_key].astype(str).to_numpy() == str(library_id))
+    grid = {"array_row", "array_col"} <= set(adata.obs.columns)
+    return calibrate_pixels(
+        np.asarray(adata.obsm[spatial_key], dtype=float)[spots],
+        adata.obs["array_row"].to_numpy()[spots] if grid else None,
+        adata.obs["array_col"].to_numpy()[spots] if grid else None,
+        libraries[library_id].get("scalefactors"),
+        library_id,
+    )
+
+
+def um_per_pixel(
+    adata: ad.AnnData, library_id: str | None = None, spatial_key: str = "spatial", library_key: str | None = None
+) -> float:
     """Micrometres per full-resolution pixel.
 
     The number of :func:`pixel_calibration`, without how it was found.
@@ -505,40 +568,12 @@ def um_per_pixel(adata: ad.AnnData, library_id: str | None = None, spatial_key: 
         ``uns["spatial"]`` holds one library.
     spatial_key
         Key of the pixel coordinates in ``obsm``.
+    library_key
+        Column of ``obs`` naming each spot's library (see :func:`pixel_calibration`).
 
     Returns
     -------
     float
         Micrometres per pixel.
     """
-    return pixel_calibration(adata, library_id, spatial_key).um_per_pixel
-
-
-def spatial_um(adata: ad.AnnData, spatial_key: str = "spatial", library_id: str | None = None) -> np.ndarray:
-    """Spot coordinates in micrometres: pixels times :func:`um_per_pixel`.
-
-    Both axes share one factor. Standardizing the two axes separately would
-    bend distances, so this is the conversion to use.
-
-    Parameters
-    ----------
-    adata
-        Spots with pixel coordinates and a library in ``uns["spatial"]``.
-    spatial_key
-        Key of the pixel coordinates in ``obsm``.
-    library_id
-        Library whose scale factors to read; may be omitted when
-        ``uns["spatial"]`` holds one library.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``obsm[spatial_key]`` in micrometres, float64, same shape.
-
-    Raises
-    ------
-    KeyError
-        When ``obsm`` has no ``spatial_key`` (raised by :func:`pixel_calibration`).
-    """
-    factor = um_per_pixel(adata, library_id, spatial_key)
-    return np.asarray(adata.obsm[spatial_key], dtype=float) * factor
+    return pixel_calibration(adata, library_id, spatial_key, library_key).um_per_pixel

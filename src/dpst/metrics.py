@@ -1,6 +1,8 @@
-"""Metrics of METHOD.md section 5 and the local-metric ellipses of Figure 4, on arrays.
+"""Metrics of the method (docs/method.md) and the local-metric ellipses of Figure 4, on arrays.
 
-:mod:`dpst.tl` applies them to a latent stored in an AnnData.
+:mod:`dpst.tl` applies them to a latent stored in an AnnData; this module never
+imports :mod:`dpst.tl`. With several sections the graphs are block-diagonal and
+:func:`evaluate_model_by_library` gives each section's metrics.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ from typing import Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from scipy.spatial import cKDTree
 
-from .graph import SpatialGraph
+from .graph import SpatialGraph, group_spots
 from .module import pair_distances
-from .pp import grid_neighbors
+from .pp._graphs import build_neighbor_graph
 
 
-def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: int = 6) -> pd.DataFrame:
-    """Moran's I and Geary's C of each latent dimension on the Visium grid graph.
+def spatial_autocorrelation(latent: np.ndarray, connectivities) -> pd.DataFrame:
+    """Moran's I and Geary's C of each latent dimension on a neighbourhood graph.
 
-    squidpy's grid graph (:func:`dpst.pp.grid_neighbors`) then
-    ``spatial_autocorr`` with row-normalized weights.
+    scanpy's ``morans_i`` and ``gearys_c`` with the graph's weights row-normalized
+    (each spot's neighbours weigh 1 in all; squidpy's ``transformation=True``).
     :func:`dpst.tl.spatial_autocorrelation` gives the same values for a latent
     stored in an AnnData.
 
@@ -33,10 +36,9 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
     ----------
     latent
         ``(N, d)`` latent codes.
-    coords
-        ``(N, 2)`` spot coordinates (the grid graph does not depend on their unit).
-    n_neighs
-        Neighbours per spot of the grid graph (6: the Visium hexagon).
+    connectivities
+        ``(N, N)`` sparse neighbourhood graph (e.g. ``obsp["spatial_connectivities"]``
+        of :func:`dpst.pp.spatial_neighbors`); block-diagonal for several sections.
 
     Returns
     -------
@@ -44,16 +46,22 @@ def spatial_autocorrelation(latent: np.ndarray, coords: np.ndarray, n_neighs: in
         One row per dimension (``z0, z1, ...``) with columns ``moran_I`` and
         ``geary_C``; NaN for a dimension constant over spots.
     """
-    from .tl import spatial_autocorrelation as autocorrelation_in_obsm  # tl builds on this module
+    import scanpy as sc
 
     latent = np.asarray(latent, dtype=np.float64)
-    # squidpy works on an AnnData: one holding just the codes and the grid graph
-    spots = ad.AnnData(
-        obs=pd.DataFrame(index=[str(i) for i in range(len(latent))]),
-        obsm={"X_latent": latent, "spatial": np.asarray(coords, dtype=np.float64)},
-    )
-    grid_neighbors(spots, n_neighs=n_neighs)
-    return autocorrelation_in_obsm(spots, "X_latent")
+    weights = sp.csr_matrix(connectivities, dtype=np.float64)
+    degree = np.asarray(weights.sum(axis=1)).ravel()
+    # a spot without neighbours keeps an empty row (no division by zero)
+    weights = sp.diags(np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)) @ weights
+    names = pd.Index([f"z{i}" for i in range(latent.shape[1])], name="dimension")
+    values = np.ascontiguousarray(latent.T)
+    constant = np.ptp(latent, axis=0) == 0
+    with warnings.catch_warnings():  # a constant dimension is reported as NaN, not warned about
+        warnings.simplefilter("ignore", RuntimeWarning)
+        moran = np.atleast_1d(sc.metrics.morans_i(weights, values)).astype(np.float64)
+        geary = np.atleast_1d(sc.metrics.gearys_c(weights, values)).astype(np.float64)
+    moran[constant], geary[constant] = np.nan, np.nan
+    return pd.DataFrame({"moran_I": moran, "geary_C": geary}, index=names)
 
 
 def reconstruction_mse(observed: np.ndarray, reconstructed: np.ndarray) -> float:
@@ -182,7 +190,9 @@ def distortion(
     return out
 
 
-def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_factor: float = 1.25) -> pd.DataFrame:
+def local_metric_ellipses(
+    latent: np.ndarray, coords: np.ndarray, neighbour_factor: float = 1.25, groups: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per spot, the local metric of the map tissue -> latent space, as an ellipse.
 
     For spot i, the least-squares linear map A_i (latent_dim x 2) takes the
@@ -202,6 +212,9 @@ def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_fact
         ``(N, 2)`` spot coordinates (micrometres for the study's figures).
     neighbour_factor
         Neighbours lie within this factor times the median nearest-neighbour distance.
+    groups
+        ``(N,)`` library codes: neighbours are then sought within each library (section)
+        only, each library with its own typical spacing. None: one library.
 
     Returns
     -------
@@ -211,6 +224,12 @@ def local_metric_ellipses(latent: np.ndarray, coords: np.ndarray, neighbour_fact
     """
     coords = np.asarray(coords, dtype=np.float64)
     latent = np.asarray(latent, dtype=np.float64)
+    if groups is not None:
+        parts = [
+            local_metric_ellipses(latent[spots], coords[spots], neighbour_factor).set_axis(spots, axis=0)
+            for spots in group_spots(groups)
+        ]
+        return pd.concat(parts).sort_index()
     tree = cKDTree(coords)
     nn_dist = tree.query(coords, k=2)[0][:, 1]
     neighbours = tree.query_ball_point(coords, r=neighbour_factor * np.median(nn_dist))
@@ -255,13 +274,15 @@ def ellipse_summary(ellipses: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) -> tuple[dict, pd.DataFrame]:
+def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int | None = None) -> tuple[dict, pd.DataFrame]:
     """All metrics of one trained model: a flat dict and the per-dimension table.
 
     ``adata`` (default: the model's) must hold the model's spots in its order: the
-    coordinates, graph and held-out set are the model's. ``lam_fitted`` is NaN for
-    ``alpha = 0`` (no penalty, no lam). Any other NaN or infinite metric comes with
-    a UserWarning that says why.
+    coordinates, libraries, graph and held-out set are the model's. ``lam_fitted`` is
+    NaN for ``alpha = 0`` (no penalty, no lam). Any other NaN or infinite metric comes
+    with a UserWarning that says why. With several sections the metrics are over all
+    of them, on block-diagonal graphs; :func:`evaluate_model_by_library` gives each
+    section's own.
 
     Parameters
     ----------
@@ -270,7 +291,8 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
     adata
         The model's spots, in its order; default: the model's AnnData.
     n_neighs
-        Neighbours per spot of the grid graph of the autocorrelation.
+        Neighbours per spot of the neighbourhood graph of the autocorrelation (chosen
+        from the geometry as :func:`dpst.pp.spatial_neighbors` chooses it); None: its default.
 
     Returns
     -------
@@ -293,38 +315,98 @@ def evaluate_model(model, adata: ad.AnnData | None = None, n_neighs: int = 6) ->
     --------
     >>> metrics, per_dimension = dpst.metrics.evaluate_model(model)  # doctest: +SKIP
     """
-    if not model.is_trained:
-        raise RuntimeError(f"evaluate_model: the {type(model).__name__} is not trained; call model.train() first")
-    if adata is None:
-        adata = model.adata
-    elif not adata.obs_names.equals(model.adata.obs_names):
-        raise ValueError(
-            f"evaluate_model: adata's spots are not the model's {model.adata.n_obs} spots in the same "
-            "order; the metrics use the model's coordinates, graph and held-out spots"
-        )
-    latent = model.get_latent_representation(adata)
-    if not np.isfinite(latent).all():
-        n_bad = (~np.isfinite(latent).all(axis=1)).sum()
-        raise ValueError(f"evaluate_model: the latent codes of {n_bad} spots are NaN or infinite")
-    autocorr = spatial_autocorrelation(latent, model.coords, n_neighs=n_neighs)
-    observed = model.get_observed_log_normalized(adata)
-    reconstructed = model.get_reconstruction(adata)
-    held_out = model.validation_indices
-    has_held_out = held_out is not None and len(held_out) > 0
-    metrics = {
-        "moran_I": float(autocorr["moran_I"].mean(skipna=False)),
-        "geary_C": float(autocorr["geary_C"].mean(skipna=False)),
-        "mse_all": reconstruction_mse(observed, reconstructed),
-        "mse_heldout": (
-            reconstruction_mse(observed[held_out], reconstructed[held_out]) if has_held_out else float("nan")
-        ),
-        "lam_fitted": model.lam if model.penalty_settings.alpha > 0 else float("nan"),
-    }
-    metrics.update(distortion(latent, model.graph, normalization=model.penalty_settings.normalization))
-    ellipses = local_metric_ellipses(latent, model.coords)
-    metrics.update(ellipse_summary(ellipses))
-    _warn_undefined(metrics, autocorr, has_held_out, ellipses)
-    return metrics, autocorr
+    parts = _ModelArrays(model, adata, n_neighs)
+    return parts.evaluate(np.arange(parts.n_obs))
+
+
+def evaluate_model_by_library(model, adata: ad.AnnData | None = None, n_neighs: int | None = None) -> pd.DataFrame:
+    """The metrics of :func:`evaluate_model` for each library (section) of the model, and over all.
+
+    Each library's row is what :func:`evaluate_model`'s arrays give on that library's
+    spots alone: its latent codes, its pairs of G, its neighbourhood graph, its
+    held-out spots (lam re-fitted on its pairs).
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~dpst.DPVAE` or :class:`~dpst.DPSCVI`, with or without ``library_key``.
+    adata
+        The model's spots, in its order; default: the model's AnnData.
+    n_neighs
+        As in :func:`evaluate_model`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per library (indexed by name, in the model's order) and a last row
+        ``"all"`` (the metrics over every spot), with the columns of :func:`evaluate_model`'s dict
+        and ``n_spots``.
+
+    Examples
+    --------
+    >>> dpst.metrics.evaluate_model_by_library(model)[["moran_I", "L_0.1", "mse_heldout"]]  # doctest: +SKIP
+    """
+    parts = _ModelArrays(model, adata, n_neighs)
+    rows = {}
+    for name, spots in zip(parts.libraries.names, parts.libraries.spots(), strict=True):
+        rows[name] = {**parts.evaluate(spots)[0], "n_spots": len(spots)}
+    rows["all"] = {**parts.evaluate(np.arange(parts.n_obs))[0], "n_spots": parts.n_obs}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(parts.libraries.key or "library")
+
+
+class _ModelArrays:
+    """A trained model's outputs as arrays, once, for the metrics of any set of its spots."""
+
+    def __init__(self, model, adata: ad.AnnData | None, n_neighs: int | None):
+        if not model.is_trained:
+            raise RuntimeError(f"evaluate_model: the {type(model).__name__} is not trained; call model.train() first")
+        if adata is None:
+            adata = model.adata
+        elif not adata.obs_names.equals(model.adata.obs_names):
+            raise ValueError(
+                f"evaluate_model: adata's spots are not the model's {model.adata.n_obs} spots in the same "
+                "order; the metrics use the model's coordinates, graph and held-out spots"
+            )
+        self.latent = model.get_latent_representation(adata)
+        if not np.isfinite(self.latent).all():
+            n_bad = (~np.isfinite(self.latent).all(axis=1)).sum()
+            raise ValueError(f"evaluate_model: the latent codes of {n_bad} spots are NaN or infinite")
+        self.n_obs = adata.n_obs
+        self.coords, self.graph, self.libraries = model.coords, model.graph, model.libraries
+        self.neighbors = build_neighbor_graph(adata, self.coords, self.libraries, n_neighs=n_neighs).connectivities
+        self.observed = model.get_observed_log_normalized(adata)
+        self.reconstructed = model.get_reconstruction(adata)
+        held_out = model.validation_indices
+        self.held_out = np.zeros(self.n_obs, dtype=bool)
+        if held_out is not None:
+            self.held_out[np.asarray(held_out, dtype=np.int64)] = True
+        self.normalization = model.penalty_settings.normalization
+        self.lam_fitted = model.lam if model.penalty_settings.alpha > 0 else float("nan")
+
+    def evaluate(self, spots: np.ndarray) -> tuple[dict, pd.DataFrame]:
+        """The metrics of the spots ``spots`` (sorted indices) alone."""
+        everything = len(spots) == self.n_obs
+        latent, coords = self.latent[spots], self.coords[spots]
+        neighbors = self.neighbors if everything else self.neighbors[spots][:, spots]
+        graph = self.graph if everything else self.graph.subgraph(spots)
+        observed, reconstructed = self.observed[spots], self.reconstructed[spots]
+        held_out = np.flatnonzero(self.held_out[spots])
+        groups = self.libraries.codes[spots] if self.libraries.several and everything else None
+        autocorr = spatial_autocorrelation(latent, neighbors)
+        metrics = {
+            "moran_I": float(autocorr["moran_I"].mean(skipna=False)),
+            "geary_C": float(autocorr["geary_C"].mean(skipna=False)),
+            "mse_all": reconstruction_mse(observed, reconstructed),
+            "mse_heldout": (
+                reconstruction_mse(observed[held_out], reconstructed[held_out]) if len(held_out) else float("nan")
+            ),
+            "lam_fitted": self.lam_fitted,
+        }
+        metrics.update(distortion(latent, graph, normalization=self.normalization))
+        ellipses = local_metric_ellipses(latent, coords, groups=groups)
+        metrics.update(ellipse_summary(ellipses))
+        _warn_undefined(metrics, autocorr, len(held_out) > 0, ellipses)
+        return metrics, autocorr
 
 
 def _warn_undefined(metrics: dict, autocorr: pd.DataFrame, has_held_out: bool, ellipses: pd.DataFrame) -> None:

@@ -31,7 +31,8 @@ import torch
 from ._checks import check_int
 from .graph import SpatialGraph, pair_lengths, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
-from .pp import is_raw_counts, read_penalty_graph, spatial_coordinates, stored_values
+from .pp import is_raw_counts, read_penalty_graph, stored_values
+from .pp._coordinates import micrometre_coordinates
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
 # With `pairs` normalization and the sampled latent, alpha=100 is where the
@@ -61,6 +62,11 @@ _PARAMETERS_DOC = """
         or ``"default"`` for the class's default (%(default_input)s).
     spatial_key
         Key of the spot coordinates in ``adata.obsm``.
+    library_key
+        Column of ``adata.obs`` naming each spot's library (tissue section), for
+        several sections in one AnnData: G is built within each section, distances
+        are measured within a section and minibatch tiles are drawn within sections.
+        None: one section.
     coordinate_unit
         ``"auto"``, ``"pixel"`` or ``"um"``: how ``obsm[spatial_key]`` becomes
         micrometres (see :func:`dpst.pp.spatial_coordinates`).
@@ -153,6 +159,7 @@ class _DPModel:
         *,
         layer: str | None = "default",
         spatial_key: str = "spatial",
+        library_key: str | None = None,
         coordinate_unit: Literal["auto", "pixel", "um"] = "auto",
         n_latent: int = 10,
         n_hidden: int = 128,
@@ -176,7 +183,7 @@ class _DPModel:
         self.init_params.update(self.init_params.pop("module_kwargs"))
         self.adata = adata
         self.layer = self.default_layer if layer == "default" else layer
-        self.spatial_key, self.coordinate_unit = spatial_key, coordinate_unit
+        self.spatial_key, self.library_key, self.coordinate_unit = spatial_key, library_key, coordinate_unit
         self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
         seed = check_int("seed", seed)
         if adata.n_obs < 2:
@@ -184,16 +191,17 @@ class _DPModel:
         if adata.n_vars == 0:
             raise ValueError("adata has 0 genes (n_vars == 0); the model needs at least one")
         self._check_input(stored_values(self._input(adata)))
-        self.coords = spatial_coordinates(adata, spatial_key, coordinate_unit)
-        bad = ~np.isfinite(self.coords).all(axis=1)
-        if bad.any():
-            raise ValueError(
-                f"adata.obsm[{spatial_key!r}] has NaN or infinite coordinates for {bad.sum()} of "
-                f"{adata.n_obs} spots (first: {adata.obs_names[bad][0]!r})"
-            )
+        # the micrometres of each library; non-finite or non-planar coordinates are refused there
+        self.coords, _record, self.libraries = micrometre_coordinates(adata, spatial_key, coordinate_unit, library_key)
         if graph_key is None:
             self.graph: SpatialGraph = spatial_graph(
-                self.coords, graph, n_neighbors=n_neighbors, radius=radius, sigma=sigma
+                self.coords,
+                graph,
+                n_neighbors=n_neighbors,
+                radius=radius,
+                sigma=sigma,
+                groups=self.libraries.groups(),
+                group_names=self.libraries.names,
             )
         else:
             self.graph = self._stored_graph(adata, graph_key)
@@ -226,6 +234,14 @@ class _DPModel:
                 f"graph {graph_key!r}: its distances are not those of the model's coordinates "
                 f"(obsm[{self.spatial_key!r}] in micrometres); build it with dpst.pp.penalty_graph(adata, "
                 f"spatial_key={self.spatial_key!r}, coordinate_unit={self.coordinate_unit!r})"
+            )
+        codes = self.libraries.codes
+        crossing = codes[stored.edges[:, 0]] != codes[stored.edges[:, 1]]
+        if crossing.any():
+            raise ValueError(
+                f"graph {graph_key!r}: {crossing.sum()} of its pairs join two libraries of "
+                f"adata.obs[{self.library_key!r}]; build it with dpst.pp.penalty_graph(adata, "
+                f"library_key={self.library_key!r})"
             )
         # the record says which graph was used, not the construction defaults it ignored
         self.init_params.update(graph=stored.kind, **stored.params)
@@ -339,6 +355,7 @@ class _DPModel:
             self.graph,
             self.penalty_settings,
             settings,
+            libraries=self.libraries.groups(),
         )
         self.is_trained = True
         return self

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .pp import PENALTY_GRAPH_KEY, CoordinateUnit, read_penalty_graph, spatial_coordinates
+from .pp import PENALTY_GRAPH_KEY, CoordinateUnit, read_penalty_graph
+from .pp._coordinates import micrometre_coordinates
 
 __all__ = ["distortion", "local_metric_ellipses", "spatial_autocorrelation"]
 
@@ -53,13 +54,14 @@ def spatial_autocorrelation(
     connectivity_key: str = "spatial_connectivities",
     key_added: str | None = None,
 ) -> pd.DataFrame:
-    """Moran's I and Geary's C of each latent dimension, with squidpy, on the latent in ``obsm``.
+    """Moran's I and Geary's C of each latent dimension, on the latent in ``obsm`` and the graph in ``obsp``.
 
-    ``squidpy.gr.spatial_autocorr(attr="obsm")`` on ``obsm[use_rep]`` with the
-    row-normalized weights of ``obsp[connectivity_key]``. On the Visium grid
-    graph that :func:`dpst.pp.preprocess` writes there, the values are those of
-    :func:`dpst.metrics.spatial_autocorrelation` (which builds the same graph
-    from the coordinates) and of :func:`dpst.metrics.evaluate_model`.
+    :func:`dpst.metrics.spatial_autocorrelation` (scanpy's ``morans_i`` and
+    ``gearys_c``, row-normalized weights as squidpy's ``transformation=True``) on
+    ``obsm[use_rep]`` and ``obsp[connectivity_key]``. On the neighbourhood graph that
+    :func:`dpst.pp.preprocess` writes there, the values are those of
+    :func:`dpst.metrics.evaluate_model`. With several sections the graph is
+    block-diagonal and the values are over all of them.
 
     Parameters
     ----------
@@ -69,7 +71,7 @@ def spatial_autocorrelation(
         Key of the latent codes in ``adata.obsm``.
     connectivity_key
         Key of the spatial graph's weights in ``adata.obsp`` (squidpy's default;
-        :func:`dpst.pp.grid_neighbors` writes the Visium hexagon graph there).
+        :func:`dpst.pp.spatial_neighbors` writes there).
     key_added
         Key written in ``adata.uns``; default ``f"{use_rep}_autocorrelation"``.
 
@@ -91,31 +93,13 @@ def spatial_autocorrelation(
     --------
     >>> dpst.tl.spatial_autocorrelation(adata, "X_dpvae")["moran_I"].mean()  # doctest: +SKIP
     """
-    import squidpy as sq
-
     latent = _latent(adata, use_rep)
     if connectivity_key not in adata.obsp:
         raise KeyError(
             f"adata.obsp has no {connectivity_key!r} (keys: {list(adata.obsp)}); "
-            "build the Visium grid graph with dpst.pp.grid_neighbors(adata) (dpst.pp.preprocess does)"
+            "build the neighbourhood graph with dpst.pp.spatial_neighbors(adata) (dpst.pp.preprocess does)"
         )
-    names = [f"z{i}" for i in range(latent.shape[1])]
-    out = pd.DataFrame(index=pd.Index(names, name="dimension"))
-    for mode, statistic, column in AUTOCORRELATION_MODES:
-        # copy=True returns the table instead of writing uns["moranI"] / uns["gearyC"]
-        table = sq.gr.spatial_autocorr(
-            adata,
-            connectivity_key=connectivity_key,
-            attr="obsm",
-            layer=use_rep,
-            mode=mode,
-            n_perms=None,
-            transformation=True,
-            show_progress_bar=False,
-            copy=True,
-        )
-        # squidpy names obsm columns by index and sorts by the statistic
-        out[column] = table[statistic].reindex(range(latent.shape[1])).to_numpy()
+    out = metrics.spatial_autocorrelation(latent, adata.obsp[connectivity_key])
     adata.uns[key_added or f"{use_rep}_autocorrelation"] = out
     return out
 
@@ -185,6 +169,7 @@ def local_metric_ellipses(
     use_rep: str,
     *,
     spatial_key: str = "spatial",
+    library_key: str | None = None,
     coordinate_unit: CoordinateUnit = "auto",
     neighbour_factor: float = 1.25,
     key_added: str | None = None,
@@ -203,6 +188,9 @@ def local_metric_ellipses(
         Key of the latent codes in ``adata.obsm``.
     spatial_key
         Key of the spot coordinates in ``adata.obsm``.
+    library_key
+        Column of ``adata.obs`` naming each spot's library (section): neighbours are
+        then sought within a section only.
     coordinate_unit
         ``"auto"``, ``"pixel"`` or ``"um"``: see :func:`dpst.pp.spatial_coordinates`.
     neighbour_factor
@@ -233,8 +221,8 @@ def local_metric_ellipses(
     >>> dpst.pl.ellipses(ax, table, scale=dpst.pl.ellipse_scale([table]))  # doctest: +SKIP
     """
     latent = _latent(adata, use_rep)
-    coords = spatial_coordinates(adata, spatial_key, coordinate_unit)
-    table = metrics.local_metric_ellipses(latent, coords, neighbour_factor=neighbour_factor)
+    coords, _record, libs = micrometre_coordinates(adata, spatial_key, coordinate_unit, library_key)
+    table = metrics.local_metric_ellipses(latent, coords, neighbour_factor=neighbour_factor, groups=libs.groups())
     key = key_added or f"{use_rep}_ellipses"
     # x and y stay: the table is what dpst.pl.ellipses draws
     ellipses = table.set_axis(adata.obs_names, axis=0)

@@ -160,7 +160,9 @@ class _PairSampler:
     an edge with axis extents ``(dx, dy)`` shares a tile with probability
     ``p_e = (1 - dx / tile)(1 - dy / tile)`` over the offset. Rare long edges
     (``p_e < 1/4``) are instead counted in the batch of their first spot, with
-    ``p_e = 1``, their other spot encoded as an extra (no ELBO).
+    ``p_e = 1``, their other spot encoded as an extra (no ELBO). With several
+    sections (``libraries``), a tile holds the spots of one section only; G has no
+    pair across sections, so the inclusion probabilities are unchanged.
 
     Unbiasedness: for fixed latent codes, the mean of the batch penalties over one
     epoch is ``sum_e w_e |d_z - lam d_s| 1[e counted] / (p_e D)``, whose expectation
@@ -178,8 +180,10 @@ class _PairSampler:
         normalization: Literal["pairs", "n2"],
         device: torch.device,
         coords: np.ndarray | None = None,
+        libraries: np.ndarray | None = None,
     ):
         self.graph = graph
+        self.libraries = libraries
         self.complete = graph.is_complete
         self.denominator = graph.denominator(normalization)
         # the complete graph goes through pdist: its N(N-1)/2 indices stay off the device
@@ -217,7 +221,10 @@ class _PairSampler:
         assert self.coords is not None, "tiled batches need the spots' coordinates"
         cell_xy = np.floor((self.coords + rng.uniform(0.0, self.tile, size=2)) / self.tile).astype(np.int64)
         cell_xy -= cell_xy.min(axis=0)
-        _, tile_of = np.unique(cell_xy[:, 0] * (cell_xy[:, 1].max() + 1) + cell_xy[:, 1], return_inverse=True)
+        cell = cell_xy[:, 0] * (cell_xy[:, 1].max() + 1) + cell_xy[:, 1]
+        if self.libraries is not None:  # sections may overlap in the plane: a tile is a cell of one section
+            cell = self.libraries * (cell.max() + 1) + cell
+        _, tile_of = np.unique(cell, return_inverse=True)
         n_tiles = int(tile_of.max()) + 1
         rank = rng.permutation(n_tiles)[tile_of]  # each spot's tile's place in the epoch
         order = np.argsort(rank, kind="stable")  # spots tile by tile, tiles in epoch order
@@ -350,10 +357,13 @@ def train_module(
     graph: SpatialGraph,
     penalty_settings: PenaltySettings,
     settings: TrainingSettings,
+    libraries: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Fit ``module`` (and ``penalty``'s lam) on spots ``x`` with coordinates ``coords``.
 
-    Returns the per-epoch history and the (train, held-out) spot indices.
+    ``libraries`` (each spot's section code, or None for one section) keeps
+    minibatch tiles within sections. Returns the per-epoch history and the
+    (train, held-out) spot indices.
     """
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
@@ -370,7 +380,13 @@ def train_module(
             f"the {graph.kind!r} graph has no pairs among the {len(train_idx)} training spots "
             f"(each of its {graph.n_edges} pairs touches a held-out spot): the penalty would be empty"
         )
-    pairs = _PairSampler(train_graph, penalty_settings.normalization, device, coords[train_idx])
+    pairs = _PairSampler(
+        train_graph,
+        penalty_settings.normalization,
+        device,
+        coords[train_idx],
+        None if libraries is None else libraries[train_idx],
+    )
     coords_train = torch.as_tensor(coords[train_idx], dtype=torch.float32, device=device)
 
     module.to(device)

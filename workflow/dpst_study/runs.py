@@ -133,7 +133,9 @@ def preprocess_record(adata: ad.AnnData) -> dict:
         ``n_top_genes_requested``, ``um_per_pixel`` and ``calibration`` where recorded.
     """
     record = adata.uns.get("dpst_preprocess", {})
-    calibration = record.get("calibration", {})
+    per_library = list(record.get("coordinates", {}).get("libraries", {}).values())
+    # a section of the study is one library
+    calibration = per_library[0] if len(per_library) == 1 else {}
     out: dict[str, int | float | str] = {}
     if "n_top_genes" in record:
         out["n_top_genes_requested"] = int(record["n_top_genes"])
