@@ -11,6 +11,7 @@ import os
 import warnings
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,3 +154,28 @@ def test_workflow_on_a_real_section_through_local(tmp_path):
     assert set(table["section"]) == {"M1"} and table["mean"].notna().all()
     for figure in ("figure4", "figure5", "figure6"):
         assert (workdir / "results/figures" / f"{figure}.png").stat().st_size > 10_000
+
+
+def test_two_real_sections_in_one_anndata(real_sections):
+    """Vis5A and Vis7B concatenated with a library_key: each calibrated, graphed and scored as if alone."""
+    # library_key's values name each section's uns["spatial"] entry (the h5's library id here)
+    by_library = {next(iter(adata.uns["spatial"])): adata for adata in real_sections.values()}
+    both = anndata.concat(by_library, label="library_id", index_unique="-", uns_merge="unique")
+    adata = dpst.pp.preprocess(both, library_key="library_id")
+    record = adata.uns["dpst_preprocess"]
+    for name, section in by_library.items():
+        alone = dpst.io.pixel_calibration(section).um_per_pixel  # before QC; preprocess calibrates the kept spots
+        assert record["coordinates"]["libraries"][name]["um_per_pixel"] == pytest.approx(alone, rel=1e-3)
+    assert record["neighbors"] == {"kind": "grid", "geometry": "hexagon", "n_neighs": 6, "library_key": "library_id"}
+    libraries = adata.obs["library_id"].to_numpy()
+    rows, cols = adata.obsp["spatial_connectivities"].nonzero()
+    assert (libraries[rows] == libraries[cols]).all()
+    lengths = np.linalg.norm(adata.obsm["spatial_um"][rows] - adata.obsm["spatial_um"][cols], axis=1)
+    assert lengths.max() < 101  # hexagon neighbours only, in both sections
+    for model_class in (dpst.DPVAE, dpst.DPSCVI):
+        model = model_class(adata, library_key="library_id", seed=0)
+        assert (libraries[model.graph.edges[:, 0]] == libraries[model.graph.edges[:, 1]]).all()
+        model.train(max_epochs=10, progress_bar=False, device="cpu")
+        table = dpst.metrics.evaluate_model_by_library(model)
+        assert list(table.index) == [*by_library, "all"] and table["n_spots"].iloc[:2].sum() == adata.n_obs
+        assert table[["moran_I", "geary_C", "L_0.1", "mse_heldout"]].notna().all().all()

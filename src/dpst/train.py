@@ -215,16 +215,20 @@ class _PairSampler:
         scale = (self.graph.n_obs * (self.graph.n_obs - 1) / 2) / n_pairs
         return seeds, self.denominator / scale
 
-    def epoch(self, rng: np.random.Generator, batch_size: int) -> list[_Batch]:
-        """The batches of one tiled epoch (see the class docstring), every spot once."""
-        n = self.graph.n_obs
+    def tiles(self, rng: np.random.Generator) -> np.ndarray:
+        """Each spot's tile (0, 1, ...) for a grid of side ``tile`` at a random offset, within its section."""
         assert self.coords is not None, "tiled batches need the spots' coordinates"
         cell_xy = np.floor((self.coords + rng.uniform(0.0, self.tile, size=2)) / self.tile).astype(np.int64)
         cell_xy -= cell_xy.min(axis=0)
         cell = cell_xy[:, 0] * (cell_xy[:, 1].max() + 1) + cell_xy[:, 1]
         if self.libraries is not None:  # sections may overlap in the plane: a tile is a cell of one section
             cell = self.libraries * (cell.max() + 1) + cell
-        _, tile_of = np.unique(cell, return_inverse=True)
+        return np.unique(cell, return_inverse=True)[1]
+
+    def epoch(self, rng: np.random.Generator, batch_size: int) -> list[_Batch]:
+        """The batches of one tiled epoch (see the class docstring), every spot once."""
+        n = self.graph.n_obs
+        tile_of = self.tiles(rng)
         n_tiles = int(tile_of.max()) + 1
         rank = rng.permutation(n_tiles)[tile_of]  # each spot's tile's place in the epoch
         order = np.argsort(rank, kind="stable")  # spots tile by tile, tiles in epoch order

@@ -162,6 +162,24 @@ def _stored_coordinates(adata: ad.AnnData, spatial_key: str, libs: Libraries) ->
     return coords
 
 
+def _library_entry(spatial: dict, name: str, libs: Libraries, unit: CoordinateUnit, spatial_unit) -> dict | None:
+    """The library's ``uns["spatial"]`` entry; one library takes the only entry whatever its name.
+
+    Pixels must never be read as micrometres because a name differs: where
+    ``uns["spatial"]`` has entries, a library without one is refused unless the
+    unit is stated.
+    """
+    if len(spatial) == 1 and not libs.several:
+        return next(iter(spatial.values()))
+    if name in spatial or not spatial or unit != "auto" or spatial_unit == "um":
+        return spatial.get(name)
+    raise ValueError(
+        f"library {name!r} of adata.obs[{libs.key!r}] has no entry in adata.uns['spatial'] "
+        f"(entries: {', '.join(map(str, spatial))}): name the libraries as uns['spatial'] does, "
+        "or pass coordinate_unit='um' if the coordinates are micrometres"
+    )
+
+
 def _is_pixels(adata: ad.AnnData, entry, unit: CoordinateUnit) -> bool:
     if unit != "auto":
         return unit == "pixel"
@@ -212,7 +230,7 @@ def micrometre_coordinates(
     per_library: dict[str, dict] = {}
     coords = np.empty_like(stored)
     for name, spots in zip(libs.names, libs.spots(), strict=True):
-        entry = spatial.get(name) if library_key is not None else next(iter(spatial.values()), None)
+        entry = _library_entry(spatial, name, libs, unit, adata.uns.get("spatial_unit"))
         if not _is_pixels(adata, entry, unit):
             coords[spots] = stored[spots]
             per_library[name] = {"unit": "um", "conversion": "none (taken as micrometres)"}
