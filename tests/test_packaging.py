@@ -29,7 +29,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PROJECT = PYPROJECT["project"]
 CONDA = PYPROJECT["tool"]["dpst"]["conda-env"]
 # Modules whose distribution has another name (import name -> PyPI name).
-IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "skmisc": "scikit-misc"}
+IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml", "skmisc": "scikit-misc", "sklearn": "scikit-learn"}
 
 
 def requirements(extras: list[str] = ()) -> dict[str, Requirement]:

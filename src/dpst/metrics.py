@@ -442,3 +442,112 @@ def _warn_undefined(metrics: dict, autocorr: pd.DataFrame, has_held_out: bool, e
             warnings.warn(
                 f"evaluate_model: {key} is {value}: {reasons.get(key, 'undefined')}", UserWarning, stacklevel=3
             )
+
+
+# --------------------------------------------------------------------------- #
+# spatial domains against an annotation, and their spatial continuity
+# --------------------------------------------------------------------------- #
+def _labelled(labels, truth) -> tuple[np.ndarray, np.ndarray]:
+    """Both label vectors as strings, restricted to the spots that the annotation labels."""
+    labels, truth = pd.Series(np.asarray(labels, dtype=object)), pd.Series(np.asarray(truth, dtype=object))
+    if len(labels) != len(truth):
+        raise ValueError(f"labels and truth differ in length: {len(labels)} and {len(truth)}")
+    annotated = truth.notna().to_numpy() & labels.notna().to_numpy()
+    if annotated.sum() < 2:
+        raise ValueError(f"only {annotated.sum()} spots carry both a label and an annotation; the scores need 2")
+    return labels[annotated].astype(str).to_numpy(), truth[annotated].astype(str).to_numpy()
+
+
+def domain_agreement(labels, truth) -> dict[str, float]:
+    """Adjusted Rand index and normalized mutual information of domains against an annotation.
+
+    Spots whose annotation (or label) is missing are left out, as the field scores
+    DLPFC layers. scikit-learn's ``adjusted_rand_score`` and
+    ``normalized_mutual_info_score`` (arithmetic mean normalization).
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` domain of each spot.
+    truth
+        ``(N,)`` annotation of each spot; None/NaN where unannotated.
+
+    Returns
+    -------
+    dict
+        ``ARI``, ``NMI`` and ``n_scored`` (the annotated spots).
+
+    Raises
+    ------
+    ValueError
+        Lengths differ or fewer than 2 spots are annotated.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    labels, truth = _labelled(labels, truth)
+    return {
+        "ARI": float(adjusted_rand_score(truth, labels)),
+        "NMI": float(normalized_mutual_info_score(truth, labels)),
+        "n_scored": len(truth),
+    }
+
+
+def chaos(labels, coords: np.ndarray) -> float:
+    """CHAOS: the mean distance of each spot to its nearest spot of the same domain (lower is more continuous).
+
+    As defined with SpatialPCA (Shang & Zhou 2022) and used by SDMBench: the
+    coordinates are standardized axis by axis, each spot's distance to the
+    nearest other spot of its domain is summed over the spots and divided by
+    the number of spots. A spot alone in its domain adds nothing.
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` domain of each spot (one section).
+    coords
+        ``(N, 2)`` coordinates of the spots.
+
+    Returns
+    -------
+    float
+        CHAOS, in standardized coordinate units.
+    """
+    labels = np.asarray(labels).astype(str)
+    coords = np.asarray(coords, dtype=np.float64)
+    spread = coords.std(axis=0)
+    scaled = (coords - coords.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    total = 0.0
+    for domain in np.unique(labels):
+        members = scaled[labels == domain]
+        if len(members) > 1:
+            total += float(cKDTree(members).query(members, k=2)[0][:, 1].sum())
+    return total / len(labels)
+
+
+def pas(labels, coords: np.ndarray, n_neighbors: int = 10, threshold: int = 6) -> float:
+    """PAS: the share of spots whose domain differs from that of at least 6 of their 10 nearest spots.
+
+    As defined with SpatialPCA (Shang & Zhou 2022): lower is more continuous.
+
+    Parameters
+    ----------
+    labels
+        ``(N,)`` domain of each spot (one section).
+    coords
+        ``(N, 2)`` coordinates of the spots.
+    n_neighbors
+        Nearest spots looked at (10 in the definition).
+    threshold
+        A spot counts when at least this many of them differ (6 in the definition).
+
+    Returns
+    -------
+    float
+        PAS, between 0 and 1.
+    """
+    labels = np.asarray(labels).astype(str)
+    coords = np.asarray(coords, dtype=np.float64)
+    k = min(n_neighbors, len(labels) - 1)
+    neighbours = cKDTree(coords).query(coords, k=k + 1)[1][:, 1:]
+    differing = (labels[neighbours] != labels[:, None]).sum(axis=1)
+    return float((differing >= threshold).mean())

@@ -1,17 +1,4 @@
-"""Metrics of a latent representation stored in an AnnData, written back into it.
-
-Each function reads the latent codes from ``adata.obsm[use_rep]`` (e.g. what
-:meth:`dpst.DPVAE.write_results` wrote), computes one metric of METHOD.md
-section 5 with the array-level function of :mod:`dpst.metrics`, writes the
-result under ``key_added`` and returns it::
-
-    dpst.pp.penalty_graph(adata)
-    model = dpst.DPVAE(adata, graph_key="dpst_penalty").train()
-    key = model.write_results()                      # obsm["X_dpvae"]
-    dpst.tl.spatial_autocorrelation(adata, key)      # uns["X_dpvae_autocorrelation"]
-    dpst.tl.distortion(adata, key)                   # uns["X_dpvae_distortion"]
-    dpst.tl.local_metric_ellipses(adata, key)        # obsm/uns["X_dpvae_ellipses"]
-"""
+"""Measures of a latent stored in an AnnData: autocorrelation, distortion, local-metric ellipses."""
 
 from __future__ import annotations
 
@@ -22,11 +9,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .pp import PENALTY_GRAPH_KEY, CoordinateUnit, read_penalty_graph
-from .pp._coordinates import micrometre_coordinates
-
-__all__ = ["distortion", "local_metric_ellipses", "spatial_autocorrelation"]
+from dpst import metrics
+from dpst.pp import PENALTY_GRAPH_KEY, CoordinateUnit, read_penalty_graph
+from dpst.pp._coordinates import micrometre_coordinates
 
 AUTOCORRELATION_MODES = (("moran", "I", "moran_I"), ("geary", "C", "geary_C"))
 
