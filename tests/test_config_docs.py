@@ -36,7 +36,9 @@ def schema_keys(schema: dict) -> dict[str, object]:
         if path:
             if "default" in node or path not in keys:
                 keys[path] = node.get("default", keys.get(path, NO_DEFAULT))
-        for branch in (*node.get("allOf", ()), *node.get("anyOf", ()), *node.get("oneOf", ())):
+        # `then`: keys and defaults that apply under a condition (an `h5ad` section's)
+        conditional = [node["then"]] if "then" in node else []
+        for branch in (*node.get("allOf", ()), *node.get("anyOf", ()), *node.get("oneOf", ()), *conditional):
             walk(branch, path)
         for name, child in node.get("properties", {}).items():
             walk(child, f"{path}.{name}" if path else name)
@@ -104,6 +106,8 @@ def test_schema_walk_sees_nested_and_referenced_keys():
     assert keys["sections.<name>.files.spatial.tar.gz.sha256"] is NO_DEFAULT
     assert keys["train.batch_size"] is None
     assert "published_sections.<name>" in keys
+    assert keys["sections.<name>.spatial_key"] == "spatial"  # default under `then`
+    assert keys["sections.<name>.h5ad"] is NO_DEFAULT
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from _workflow import REPO, copy_workflow, job_counts, snakemake
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import dpst
@@ -99,9 +100,13 @@ CONFIG_ERRORS = {
     "sample_id_without_files": ({"sections.T1": {"sample_id": "V1_X"}}, "sections.T1: sample_id needs files too"),
     "two_sources": (
         {"sections.T1": {"local": "outs", "simulate": {}}},
-        "sections.T1: gives local and simulate; give exactly one source (sample_id + files | local | simulate)",
+        "sections.T1: gives local and simulate; give exactly one source (sample_id + files | local | simulate | h5ad)",
     ),
-    "no_source": ({"sections.T1": {}}, "sections.T1: needs a source: sample_id + files | local | simulate"),
+    "no_source": ({"sections.T1": {}}, "sections.T1: needs a source: sample_id + files | local | simulate | h5ad"),
+    "spatial_key_without_h5ad": (
+        {"sections.T1": {"local": "outs", "spatial_key": "xy"}},
+        "sections.T1.spatial_key: only valid with h5ad",
+    ),
     "unknown_top_level_key": (
         {"sensitivty": {"alphas": [0, 1]}},
         "sensitivty: unknown key (known keys here: sections, download, preprocess, "
@@ -195,6 +200,85 @@ def test_missing_local_file_is_one_line_naming_section_and_path(workdir, tmp_pat
     assert error_lines(result) == [f"Error: section L1: {what.format(outs=outs)} (sections.L1.local)"]
     assert "Traceback" not in result.stdout + result.stderr
     assert not (workdir / "results/preprocessed/L1.h5ad").exists()
+
+
+# ------------------------------------------------------------- h5ad files
+SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+
+
+def test_schema_takes_an_h5ad_section_and_gives_only_it_the_coordinate_keys():
+    config = small_config(
+        **{
+            "sections.H1": {"h5ad": "h1.h5ad"},
+            "sections.H2": {"h5ad": "h2.h5ad", "spatial_key": "xy", "coordinate_unit": "pixel"},
+        }
+    )
+    validate(config, SCHEMA)
+    assert config["sections"]["H1"] == {"h5ad": "h1.h5ad", "spatial_key": "spatial", "coordinate_unit": "auto"}
+    assert config["sections"]["H2"] == {"h5ad": "h2.h5ad", "spatial_key": "xy", "coordinate_unit": "pixel"}
+    assert set(config["sections"]["S1"]) == {"simulate"}  # no coordinate keys on other sources
+    for bad in ({"h5ad": "h1.h5ad", "coordinate_unit": "mm"}, {"simulate": {}, "coordinate_unit": "um"}):
+        with pytest.raises(WorkflowError):
+            validate(small_config(**{"sections.H1": bad}), SCHEMA)
+
+
+def h5ad_section(path: Path, seed: int = 6) -> Path:
+    """A simulated section as an AnnData file: pixels in obsm["spatial"], no uns["spatial"]."""
+    section = dpst.sim.simulate_section(n_spots=150, n_genes=100, n_domains=3, seed=seed)
+    del section.uns["spatial"]
+    section.write_h5ad(path)
+    return path
+
+
+H5AD_UNUSABLE = {
+    "missing": (lambda path: path.unlink(), "AnnData file {path} not found"),
+    "not_hdf5": (lambda path: path.write_text("barcode,x,y\n"), "{path} is not an HDF5 file (an AnnData .h5ad)"),
+}
+
+
+@pytest.mark.parametrize("case", list(H5AD_UNUSABLE))
+def test_unusable_h5ad_is_one_line_naming_section_and_path(workdir, tmp_path, case):
+    path = h5ad_section(tmp_path / "section.h5ad")
+    damage, what = H5AD_UNUSABLE[case]
+    damage(path)
+    config = small_config(**{"sections.H1": {"h5ad": str(path)}})
+    cfg = write_config(workdir, config)
+    result = snakemake(workdir, "results/preprocessed/H1.h5ad", "--cores", "1", "--configfile", cfg, check=False)
+    assert result.returncode != 0
+    assert error_lines(result) == [f"Error: section H1: {what.format(path=path)} (sections.H1.h5ad)"]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (workdir / "results/preprocessed/H1.h5ad").exists()
+
+
+def test_h5ad_pixels_become_the_micrometres_the_models_read(workdir, tmp_path):
+    """Pixels under "spatial" with no uns["spatial"]: the models' defaults would take them as
+    micrometres; the preprocessed file holds the calibrated micrometres there instead."""
+    path = h5ad_section(tmp_path / "section.h5ad")
+    pixels = ad.read_h5ad(path).obsm["spatial"]
+    config = small_config(**{"sections.H1": {"h5ad": str(path), "coordinate_unit": "pixel"}})
+    cfg = write_config(workdir, config)
+    snakemake(workdir, "results/preprocessed/H1.h5ad", "--cores", "1", "--configfile", cfg)
+    adata = ad.read_h5ad(workdir / "results/preprocessed/H1.h5ad")
+    coordinates = adata.uns["dpst_preprocess"]["coordinates"]
+    assert (coordinates["spatial_key"], coordinates["coordinate_unit"]) == ("spatial", "pixel")
+    (library,) = coordinates["libraries"].values()
+    assert library["unit"] == "pixel" and library["method"] == "grid"
+    kept = pd.Index(ad.read_h5ad(path).obs_names).get_indexer(adata.obs_names)
+    assert adata.obsm["spatial_um"] == pytest.approx(pixels[kept] * library["um_per_pixel"])
+    assert (adata.obsm["spatial"] == adata.obsm["spatial_um"]).all() and adata.uns["spatial_unit"] == "um"
+    assert (dpst.DPVAE(adata, seed=0).coords == adata.obsm["spatial_um"]).all()
+    log = (workdir / "logs/preprocess/H1.log").read_text()
+    assert f"from {path}" in log and "obsm['spatial'] holds the micrometres (from obsm['spatial']" in log
+
+    # an obsm key the file lacks ends the job with one line naming it
+    config["sections"]["H1"]["spatial_key"] = "xy"
+    cfg = write_config(workdir, config, "xy.yaml")
+    result = snakemake(workdir, "results/preprocessed/H1.h5ad", "--cores", "1", "--configfile", cfg, check=False)
+    line = (
+        f"ERROR: section H1: {path} has no obsm['xy'] (obsm keys: spatial); "
+        "set the section's spatial_key to the key of the spot coordinates"
+    )
+    check_failed_job(result, workdir / "logs/preprocess/H1.log", line)
 
 
 # ----------------------------------------------------- errors inside jobs

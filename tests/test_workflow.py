@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from _workflow import REPO, copy_workflow, job_counts, snakemake
 
 import dpst
+
+# A real section as an AnnData file (shared/data/dlpfc, see its README): read in place, never copied
+# into the project; the test skips, saying why, where the folder is absent (a user's clone).
+DLPFC = Path(os.environ.get("DPST_DLPFC_DATA", REPO.parent / "shared" / "data" / "dlpfc")) / "dlpfc_151673.h5ad"
 
 
 def write_config(workdir: Path, config: dict, name: str = "test.yaml") -> str:
@@ -153,3 +159,57 @@ def dpst_record(path: Path) -> dict:
     import anndata as ad
 
     return ad.read_h5ad(path).uns["dpst_preprocess"]
+
+
+# ---------------------------------------------------------------- h5ad
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not DLPFC.is_file(), reason=f"DLPFC section not found at {DLPFC} (set DPST_DLPFC_DATA to the dlpfc folder)"
+)
+def test_h5ad_section_runs_the_study(workdir, tmp_path):
+    """A crop of a real section as an AnnData file, micrometres under another obsm key, through
+    preprocessing, training (one model, one seed, alpha 0 and on), the tables and the figures."""
+    import anndata as ad
+
+    section = ad.read_h5ad(DLPFC)
+    window = ((section.obsm["spatial"] >= 3000) & (section.obsm["spatial"] < 5000)).all(axis=1)
+    crop = section[window].copy()  # 2 x 2 mm, about 450 spots of layers 2-6
+    crop.obsm["xy_um"] = crop.obsm.pop("spatial")
+    del crop.uns["spatial_unit"]
+    crop.write_h5ad(tmp_path / "crop.h5ad")
+    config = demo_config_with(
+        {"D1": {"h5ad": str(tmp_path / "crop.h5ad"), "spatial_key": "xy_um", "coordinate_unit": "um"}}
+    )
+    config.update(
+        preprocess={"min_counts": 500, "min_cells": 10, "n_top_genes": 300},
+        models=["vae"],
+        seeds=[0],
+        train={"max_epochs": 40, "kl_warmup_epochs": 20, "device": "cpu"},
+        sensitivity={"alphas": [0, 100]},
+        figure4={"model": "vae"},
+    )
+    snakemake(workdir, "--cores", "2", "--configfile", write_config(workdir, config))
+
+    adata = ad.read_h5ad(workdir / "results/preprocessed/D1.h5ad")
+    record = adata.uns["dpst_preprocess"]
+    assert (record["coordinates"]["spatial_key"], record["coordinates"]["coordinate_unit"]) == ("xy_um", "um")
+    assert record["coordinates"]["libraries"]["all"]["unit"] == "um"
+    assert record["neighbors"]["geometry"] == "hexagon" and adata.n_vars == 300
+    # the models read obsm["spatial"]: the file's micrometres, unchanged
+    assert (adata.obsm["spatial"] == adata.obsm["xy_um"]).all() and adata.uns["spatial_unit"] == "um"
+    assert (adata.obsm["spatial_um"] == adata.obsm["xy_um"]).all()
+    log = (workdir / "logs/preprocess/D1.log").read_text()
+    assert "coordinates of all: micrometres as stored" in log and "from obsm['xy_um']" in log
+
+    runs = pd.read_csv(workdir / "results/metrics/runs.tsv", sep="\t")
+    assert sorted(runs["alpha"]) == [0.0, 100.0] and (runs["n_genes"] == 300).all()
+    assert runs[["moran_I", "geary_C", "mse_heldout", "L_0.1"]].notna().all().all()
+    latent = ad.read_h5ad(workdir / "results/runs/D1/vae/alpha100/seed0/latent.h5ad")
+    pairs = dpst.io.grid_neighbor_pairs(latent.obs["array_row"], latent.obs["array_col"])
+    spacing = np.linalg.norm(np.diff(latent.obsm["spatial_um"][pairs], axis=1)[:, 0], axis=1)
+    assert np.median(spacing) == pytest.approx(100.0, abs=1.0)  # Visium spots, 100 um apart
+    assert "domain" in latent.obs
+    table = pd.read_csv(workdir / "results/table1/table1.csv")
+    assert set(table["section"]) == {"D1"} and table["mean"].notna().all()
+    for figure in ("figure4", "figure5", "figure6"):
+        assert (workdir / "results/figures" / f"{figure}.png").stat().st_size > 10_000

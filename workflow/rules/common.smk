@@ -15,6 +15,9 @@ TARBALL_NAME = "spatial.tar.gz"
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
 SCALEFACTORS_NAME = "scalefactors_json.json"
 IMAGE_NAMES = ("tissue_hires_image.png", "tissue_lowres_image.png")
+# An `h5ad` section's keys that are arguments of dpst.pp.preprocess.
+H5AD_COORDINATE_KEYS = ("spatial_key", "coordinate_unit")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def canonical(settings):
@@ -31,13 +34,17 @@ def alpha_label(alpha):
 
 def section_source(section):
     spec = config["sections"][section]
-    return next(kind for kind in ("sample_id", "local", "simulate") if kind in spec)
+    return next(
+        kind for kind in ("sample_id", "local", "simulate", "h5ad") if kind in spec
+    )
 
 
 def spaceranger_folder(section):
-    """The Space Ranger folder a section is read from."""
+    """The Space Ranger folder a section is read from (None for an `h5ad` section)."""
     spec = config["sections"][section]
     source = section_source(section)
+    if source == "h5ad":
+        return None
     if source == "local":
         return spec["local"]
     if source == "simulate":
@@ -46,9 +53,13 @@ def spaceranger_folder(section):
 
 
 def preprocess_settings(section):
-    """The top-level `preprocess` with the section's own keys on top."""
-    own = config["sections"][section].get("preprocess", {})
-    return canonical({**config["preprocess"], **own})
+    """The top-level `preprocess` with the section's own keys on top, and an `h5ad`
+    section's spatial_key and coordinate_unit (defaults filled by the schema)."""
+    spec = config["sections"][section]
+    coordinates = {key: spec[key] for key in H5AD_COORDINATE_KEYS if key in spec}
+    return canonical(
+        {**config["preprocess"], **spec.get("preprocess", {}), **coordinates}
+    )
 
 
 def local_spaceranger_files(section):
@@ -86,10 +97,45 @@ def local_spaceranger_files(section):
     return [str(path) for path in (h5, positions[0], scalefactors, *images)]
 
 
-def spaceranger_inputs(wildcards):
-    """Files the preprocessing of a section reads (made by a rule, or a local folder's)."""
+def is_hdf5(path):
+    """HDF5's signature at offset 0, 512, 1024, ... (after a user block, if any)."""
+    size, offset = path.stat().st_size, 0
+    with path.open("rb") as file:
+        while offset + len(HDF5_SIGNATURE) <= size:
+            file.seek(offset)
+            if file.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return True
+            offset = max(512, 2 * offset)
+    return False
+
+
+def h5ad_file(section):
+    """The AnnData file of an `h5ad` section: an input of its preprocessing, so
+    replacing it reruns what depends on it. A missing or unreadable one stops the
+    workflow with one line naming the section and the path."""
+    path = Path(config["sections"][section]["h5ad"])
+
+    def unusable(what):
+        stop(f"section {section}: {what} (sections.{section}.h5ad)")
+
+    if not path.is_file():
+        unusable(f"AnnData file {path} not found")
+    try:
+        readable = is_hdf5(path)
+    except OSError as err:
+        unusable(f"cannot read {path}: {err.strerror}")
+    if not readable:
+        unusable(f"{path} is not an HDF5 file (an AnnData .h5ad)")
+    return str(path)
+
+
+def section_inputs(wildcards):
+    """Files the preprocessing of a section reads (made by a rule, a local folder's,
+    or an AnnData file)."""
     section = wildcards.section
     source = section_source(section)
+    if source == "h5ad":
+        return [h5ad_file(section)]
     if source == "simulate":
         return [spaceranger_folder(section)]
     if source == "local":

@@ -53,6 +53,11 @@ def schema_problem(error):
         missing = error.message.split("'")[1]
         prefix = "" if where == "the config" else f"{where}."
         return f"{prefix}{missing}: required key is missing"
+    if error.validator == "dependentRequired":
+        # "'h5ad' is a dependency of 'spatial_key'"
+        _, needed, _, key, _ = error.message.split("'")
+        prefix = "" if where == "the config" else f"{where}."
+        return f"{prefix}{key}: only valid with {needed}"
     return f"{where}: {error.message}"
 
 

@@ -1,10 +1,11 @@
-# Stage 2: Space Ranger folder -> AnnData with counts, log-normalized data,
-# highly variable genes, coordinates in micrometres and the spatial graph.
+# Stage 2: Space Ranger folder or AnnData file -> AnnData with counts,
+# log-normalized data, highly variable genes, coordinates in micrometres and the
+# spatial graph.
 
 
 rule preprocess:
     input:
-        spaceranger_inputs,
+        section_inputs,
     output:
         "results/preprocessed/{section}.h5ad",
     log:
@@ -15,6 +16,7 @@ rule preprocess:
         "../../envs/dpst.yaml"
     params:
         folder=lambda wc: spaceranger_folder(wc.section),
+        h5ad=lambda wc: config["sections"][wc.section].get("h5ad"),
         settings=lambda wc: preprocess_settings(wc.section),
     script:
         "../scripts/preprocess.py"
