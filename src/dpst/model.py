@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +27,7 @@ import scipy.sparse as sp
 import torch
 
 from ._checks import check_int
+from ._files import atomic_path, recover_folder
 from .graph import SpatialGraph, pair_lengths, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, read_penalty_graph, stored_values
@@ -537,8 +536,6 @@ class _DPModel:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         split = {
             name: None if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
             for name, indices in (
@@ -546,27 +543,25 @@ class _DPModel:
                 ("validation_indices", self.validation_indices),
             )
         }
-        try:
+        meta = {
+            "format": SAVE_FORMAT,
+            "class": type(self).__name__,
+            "init_params": _plain(self.init_params),
+            "var_names": list(self.adata.var_names),
+            "obs_names": list(self.adata.obs_names),
+            "is_trained": self.is_trained,
+        }
+        text = json.dumps(meta, indent=1)  # before anything is written: a setting JSON cannot hold fails here
+        # the old folder stays whole until the new one is complete (dpst._files.atomic_path)
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
             torch.save(
                 {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(), **split},
                 tmp / "model.pt",
             )
-            meta = {
-                "format": SAVE_FORMAT,
-                "class": type(self).__name__,
-                "init_params": self.init_params,
-                "var_names": list(self.adata.var_names),
-                "obs_names": list(self.adata.obs_names),
-                "is_trained": self.is_trained,
-            }
-            (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+            (tmp / "model.json").write_text(text)
             if self.history is not None:
                 self.history.to_csv(tmp / "history.csv", index=False)
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> _DPModel:
@@ -601,6 +596,7 @@ class _DPModel:
             ``adata``'s genes or spots differ from the saved ones.
         """
         path = Path(path)
+        recover_folder(path)  # a replacement cut between its two renames, where folders cannot be exchanged
         if not (path / "model.json").exists() or not (path / "model.pt").exists():
             raise FileNotFoundError(f"{path} is not a saved model (model.json / model.pt missing)")
         meta = _read_model_json(path / "model.json")
@@ -652,6 +648,19 @@ class _DPModel:
             f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
             f"trained={self.is_trained})"
         )
+
+
+def _plain(value):
+    """Settings as JSON holds them: numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, dict):
+        return {key: _plain(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(inner) for inner in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def _read_model_json(file: Path) -> dict:

@@ -1,0 +1,125 @@
+"""Nothing lost: saves killed at random moments, writers in parallel, settings JSON cannot hold.
+
+Each writer runs in a forked child (the parent has imported torch once), which is
+killed with SIGKILL or interrupted with SIGINT at a random moment while it
+overwrites a saved model again and again. Whatever the moment, the folder must
+load afterwards as one complete version, the old or the new, and the next save
+must leave no temporaries behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import dpst
+from dpst._files import atomic_path
+
+QUICK = {"max_epochs": 2, "kl_warmup_epochs": 1, "progress_bar": False, "device": "cpu"}
+TRIALS = 12  # per signal; each trial is a fork and a few saves (~0.3 s)
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fault tests fork their writers")
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    adata = dpst.sim.simulate_section(n_spots=60, n_genes=40, seed=1)
+    adata = dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=30)
+    return adata, [dpst.DPVAE(adata, n_neighbors=6, seed=seed).train(**QUICK) for seed in (0, 1)]
+
+
+def weights(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.module.state_dict().values() if p.is_floating_point()])
+
+
+def leftovers(folder) -> list[str]:
+    """Hidden names beside the model other than the writers' lock file."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+
+
+def save_forever(models, path):
+    """A writer that overwrites ``path`` with the two models in turn until it is stopped."""
+    i = 0
+    while True:
+        models[i % 2].save(path, overwrite=True)
+        i += 1
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, tmp_path, stop):
+    adata, models = two_models
+    path = tmp_path / "model"
+    models[0].save(path)
+    versions = [weights(model) for model in models]
+    rng = np.random.default_rng(int(stop))
+    fork = multiprocessing.get_context("fork")
+    for _ in range(TRIALS):
+        writer = fork.Process(target=save_forever, args=(models, path))
+        writer.start()
+        time.sleep(rng.uniform(0.01, 0.25))
+        os.kill(writer.pid, stop)
+        writer.join(10)
+        assert writer.exitcode is not None
+        loaded = dpst.DPVAE.load(path, adata, device="cpu")
+        assert any(torch.equal(weights(loaded), version) for version in versions)
+    models[1].save(path, overwrite=True)  # the next writer cleans up after the killed ones
+    assert leftovers(tmp_path) == []
+    assert torch.equal(weights(dpst.DPVAE.load(path, adata, device="cpu")), versions[1])
+
+
+def save_n_times(model, path, n):
+    for _ in range(n):
+        model.save(path, overwrite=True)
+
+
+def test_writers_in_parallel_take_turns(two_models, tmp_path):
+    adata, models = two_models
+    path = tmp_path / "model"
+    fork = multiprocessing.get_context("fork")
+    writers = [fork.Process(target=save_n_times, args=(model, path, 15)) for model in models]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [writer.exitcode for writer in writers] == [0, 0]  # no OSError from a collision
+    loaded = dpst.DPVAE.load(path, adata, device="cpu")
+    assert any(torch.equal(weights(loaded), weights(model)) for model in models)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failing_write_keeps_the_old_version(tmp_path):
+    target = tmp_path / "table.csv"
+    target.write_text("old\n")
+
+    def write_half():
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_half()
+    assert target.read_text() == "old\n" and leftovers(tmp_path) == []
+    folder = tmp_path / "run"
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("first")
+    with atomic_path(folder) as tmp:  # a folder replaces a folder
+        tmp.mkdir()
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in folder.iterdir()) == ["b.txt"] and leftovers(tmp_path) == []
+
+
+def test_settings_given_as_numpy_scalars_are_saved_as_plain_values(two_models, tmp_path):
+    adata, _ = two_models
+    for seed in np.arange(2):  # what a loop over seeds gives
+        model = dpst.DPVAE(adata, seed=seed, alpha=np.float64(50.0), n_neighbors=np.int64(6)).train(**QUICK)
+        model.save(tmp_path / f"seed{seed}")
+        loaded = dpst.DPVAE.load(tmp_path / f"seed{seed}", adata, device="cpu")
+        assert loaded.init_params["seed"] == seed and type(loaded.init_params["seed"]) is int
+        assert torch.equal(weights(loaded), weights(model))
