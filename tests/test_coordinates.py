@@ -164,3 +164,15 @@ def test_square_lattice_gets_the_four_neighbour_grid():
     i, j = connected.nonzero()
     lengths = np.linalg.norm(bins.obsm["spatial"][i] - bins.obsm["spatial"][j], axis=1)
     assert np.allclose(lengths, 8.0)
+
+
+def test_a_square_lattice_in_pixels_is_refused_not_calibrated_as_a_hexagon():
+    rows, cols = np.divmod(np.arange(400), 20)
+    bins = ad.AnnData(
+        obs=pd.DataFrame({"array_row": rows, "array_col": cols}, index=[f"b{i}" for i in range(400)]),
+        obsm={"spatial": np.c_[cols, rows] * 30.0},  # 8 um bins at ~0.27 um per pixel
+        uns={"spatial": {"hd": {"scalefactors": {"spot_diameter_fullres": 30.0}}}},
+    )
+    with pytest.raises(ValueError, match=re.escape("library 'hd': array_row/array_col form a square lattice")):
+        spatial_coordinates(bins)
+    np.testing.assert_array_equal(spatial_coordinates(bins, unit="um"), bins.obsm["spatial"])

@@ -414,6 +414,15 @@ def _grid_estimate(pixels: np.ndarray, array_row, array_col) -> tuple[float | No
     return SPOT_SPACING_UM / median, len(pairs), ""
 
 
+def _square_lattice(array_row, array_col) -> bool:
+    """Array positions of both parities, one step apart: bins on a square lattice, not the Visium hexagon."""
+    if array_row is None or array_col is None or len(array_row) == 0:
+        return False
+    row, col = np.asarray(array_row, dtype=np.int64), np.asarray(array_col, dtype=np.int64)
+    mixed_parity = len(np.unique((row + col) % 2)) > 1
+    return mixed_parity and len(grid_neighbor_pairs(row, col, SQUARE_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS
+
+
 def calibrate_pixels(
     pixels: np.ndarray,
     array_row=None,
@@ -447,9 +456,17 @@ def calibrate_pixels(
     Raises
     ------
     ValueError
-        When neither the grid nor the scale factor gives a scale.
+        When neither the grid nor the scale factor gives a scale, or when the
+        array positions form a square lattice (binned data), which this rule
+        would calibrate as a hexagon.
     """
     pixels = np.asarray(pixels, dtype=float)[:, :2]
+    if _square_lattice(array_row, array_col):
+        raise ValueError(
+            f"library {library_id!r}: array_row/array_col form a square lattice (binned data such as Visium HD), "
+            "which the Visium spot-grid rule cannot calibrate; give the coordinates in micrometres "
+            "(coordinate_unit='um')"
+        )
     from_diameter = _spot_diameter_estimate(scalefactors or {})
     from_grid, n_pairs, why_not = _grid_estimate(pixels, array_row, array_col)
     if from_grid is None:
