@@ -4,6 +4,7 @@ import json
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 
@@ -354,3 +355,17 @@ def test_duplicated_positions_warn_with_counts(spaceranger_dir):
 
 def _positions(folder):
     return [line.split(",") for line in (folder / "spatial" / "tissue_positions_list.csv").read_text().splitlines()]
+
+
+def test_positions_are_read_by_their_header_names(tmp_path, sim_adata):
+    out = write_spaceranger(sim_adata, tmp_path / "outs", positions="v2")
+    expected = read_spaceranger(out)
+    positions = pd.read_csv(out / "spatial" / "tissue_positions.csv", dtype=str)
+    # the same table with the pixel columns in the other order: x and y must not swap
+    shuffled = positions[["barcode", "in_tissue", "array_row", "array_col", "pxl_col_in_fullres", "pxl_row_in_fullres"]]
+    shuffled.to_csv(out / "spatial" / "tissue_positions.csv", index=False)
+    read = read_spaceranger(out)
+    np.testing.assert_array_equal(read.obsm["spatial"], expected.obsm["spatial"])
+    positions.rename(columns={"array_col": "col"}).to_csv(out / "spatial" / "tissue_positions.csv", index=False)
+    with pytest.raises(SpaceRangerFormatError, match="does not name the columns"):
+        read_spaceranger(out)

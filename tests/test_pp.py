@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import dpst
 from dpst.graph import spatial_graph
 from dpst.io import read_spaceranger
 from dpst.pp import penalty_graph, preprocess, read_penalty_graph, spatial_coordinates
@@ -269,3 +270,27 @@ def test_stored_penalty_graph_errors_name_the_key(processed):
         penalty_graph(processed, coordinate_unit="mm")
     with pytest.raises(ValueError, match="graph kind must be one of"):
         penalty_graph(processed, graph="grid")
+
+
+def test_repeated_gene_names_are_refused_before_any_change(sim_adata):
+    sim_adata.var_names = [*sim_adata.var_names[:-1], sim_adata.var_names[0]]
+    with pytest.raises(ValueError, match=re.escape("adata.var_names repeat (2 genes share a name")):
+        preprocess(sim_adata, min_counts=10)
+    assert "mt" not in sim_adata.var and not sim_adata.layers
+
+
+def test_backed_data_is_refused_in_one_line(sim_adata, tmp_path):
+    sim_adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match=re.escape("preprocess needs the data in memory; adata is backed by")):
+        preprocess(backed)
+    with pytest.raises(ValueError, match=re.escape("DPSCVI needs the data in memory")):
+        dpst.DPSCVI(backed, layer=None)
+
+
+def test_the_log_says_how_many_spots_qc_removed(sim_adata):
+    out = preprocess(sim_adata, min_counts=3000, min_cells=3, n_top_genes=80, copy=True)
+    removed = sim_adata.n_obs - out.n_obs
+    assert removed > 0
+    first = dpst.pp.describe_preprocessing(out).splitlines()[0]
+    assert first.startswith(f"QC kept {out.n_obs} of {sim_adata.n_obs} spots ({removed} removed")

@@ -121,8 +121,14 @@ def _read_positions(path: Path) -> pd.DataFrame:
             f"{path}: expected {len(POSITION_COLUMNS)} columns ({','.join(POSITION_COLUMNS)}), found {raw.shape[1]}"
         )
     # Detect the header from content, not from the file name: renamed files exist.
-    if len(raw) and raw.iloc[0, 0].strip().lower() == "barcode":
-        raw = raw.iloc[1:]
+    header = [str(name).strip().lower() for name in raw.iloc[0]] if len(raw) else []
+    if header and header[0] == "barcode":
+        # a header names the columns: read them by name, never by position
+        if sorted(header) != sorted(POSITION_COLUMNS):
+            raise SpaceRangerFormatError(
+                f"{path}: header {','.join(header)} does not name the columns {','.join(POSITION_COLUMNS)}"
+            )
+        raw = raw.iloc[1:, [header.index(name) for name in POSITION_COLUMNS]]
     if raw.empty:
         raise SpaceRangerFormatError(f"{path}: no spots")
     raw.columns = POSITION_COLUMNS

@@ -32,6 +32,7 @@ from .graph import SpatialGraph, pair_lengths, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, read_penalty_graph, stored_values
 from .pp._coordinates import micrometre_coordinates
+from .pp._preprocess import check_in_memory
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
 # With `pairs` normalization and the sampled latent, alpha=100 is where the
@@ -185,6 +186,7 @@ class _DPModel:
         self.spatial_key, self.library_key, self.coordinate_unit = spatial_key, library_key, coordinate_unit
         self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
         seed = check_int("seed", seed)
+        check_in_memory(adata, type(self).__name__)
         if adata.n_obs < 2:
             raise ValueError(f"adata has {adata.n_obs} spot(s); the model needs at least 2")
         if adata.n_vars == 0:

@@ -53,6 +53,21 @@ def is_raw_counts(x) -> bool:
     return bool(np.all(values >= 0) and np.all(values == np.round(values)))
 
 
+def check_in_memory(adata: ad.AnnData, what: str) -> None:
+    """A backed AnnData (``read_h5ad(..., backed="r")``) cannot be changed or densified in place."""
+    if adata.isbacked:
+        raise ValueError(f"{what} needs the data in memory; adata is backed by {adata.filename}: use adata.to_memory()")
+
+
+def _check_unique_genes(adata: ad.AnnData) -> None:
+    repeated = adata.var_names.duplicated(keep=False)
+    if repeated.any():
+        raise ValueError(
+            f"adata.var_names repeat ({repeated.sum()} genes share a name, first {adata.var_names[repeated][0]!r}): "
+            "gene selection would keep the wrong genes; run adata.var_names_make_unique() first"
+        )
+
+
 def _check_counts(adata: ad.AnnData) -> None:
     if not is_raw_counts(adata.X):
         raise ValueError("preprocess expects raw counts in adata.X (non-negative integers)")
@@ -259,6 +274,8 @@ def preprocess(
 
     _check_settings(min_counts, min_genes, min_cells, n_top_genes, hvg_flavor, target_sum)
     _check_neighbor_settings(neighbors, n_neighs, radius)
+    check_in_memory(adata, "preprocess")
+    _check_unique_genes(adata)
     _check_counts(adata)
     with warnings.catch_warnings():  # refuses bad input before any change; warnings come once, below
         warnings.simplefilter("ignore")
@@ -329,7 +346,12 @@ def describe_preprocessing(adata: ad.AnnData) -> str:
     genes = f"{record['n_hvg']} highly variable genes ({record['hvg_flavor']})"
     if record["n_top_genes_clipped"]:
         genes += f": fewer than the n_top_genes={record['n_top_genes']} asked for, all that passed filtering"
-    lines = [genes]
+    removed = record["n_spots_in"] - record["n_spots_out"]
+    qc = f"QC kept {record['n_spots_out']} of {record['n_spots_in']} spots"
+    if removed:
+        qc += f" ({removed} removed, {100 * removed / record['n_spots_in']:.1f}%: min_counts={record['min_counts']}"
+        qc += f", min_genes={record['min_genes']})" if record["min_genes"] is not None else ")"
+    lines = [qc, genes]
     for library, how in record["coordinates"]["libraries"].items():
         lines.append(f"coordinates of {library}: {describe_coordinates(how)}")
     neighbors = record["neighbors"]
