@@ -120,6 +120,8 @@ CONFIG_ERRORS = {
     ),
     "below_minimum": ({"train.max_epochs": 0}, "train.max_epochs: 0 is less than the minimum of 1"),
     "wrong_type": ({"seeds": ["a"]}, "seeds[0]: 'a' is not of type 'integer'"),
+    "empty_sensitivity_seeds": ({"sensitivity.seeds": []}, "sensitivity.seeds: [] should be non-empty"),
+    "empty_sensitivity_sections": ({"sensitivity.sections": []}, "sensitivity.sections: [] should be non-empty"),
 }
 
 
@@ -134,6 +136,23 @@ def test_config_error_is_one_line_naming_the_key(workdir, case):
     assert error_lines(result) == [f"Error: config: {problem}"]
     assert "Traceback" not in result.stderr and "Failed validating" not in result.stderr
     assert len(result.stderr.splitlines()) <= 2  # the profile notice and the error
+
+
+def test_a_numeric_section_name_is_one_line(workdir):
+    config = small_config()
+    config["sections"] = {1: config["sections"]["S1"]}  # YAML reads `1:` as a number
+    result = snakemake(workdir, "-n", "--configfile", write_config(workdir, config), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert error_lines(result) == [
+        "Error: config: sections: the section name 1 is read as a number, not text; quote it ('1') or start it with a letter"
+    ]
+
+
+def test_alphas_that_round_alike_stay_two_runs(workdir):
+    config = small_config(**{"sensitivity.alphas": [0, 1234567, 1234568], "sensitivity.seeds": [0]})
+    dry = snakemake(workdir, "-n", "--configfile", write_config(workdir, config)).stdout
+    assert "alpha1234567.0/" in dry and "alpha1234568.0/" in dry  # not both alpha1.23457e+06
+    assert "alpha100/" in dry and "alpha0/" in dry  # the usual labels are unchanged
 
 
 # ------------------------------------------------------------ local folders

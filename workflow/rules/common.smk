@@ -28,8 +28,11 @@ def canonical(settings):
 
 
 def alpha_label(alpha):
-    """Wildcard text of a penalty strength: 0, 10, 0.5, 1e+04."""
-    return f"{float(alpha):g}"
+    """Wildcard text of a penalty strength: 0, 10, 0.5, 1e+04, and exact where the
+    short form would round (1234567, not 1.23457e+06, which would merge two runs)."""
+    alpha = float(alpha)
+    short = f"{alpha:g}"
+    return short if float(short) == alpha else repr(alpha)
 
 
 def section_source(section):

@@ -82,9 +82,25 @@ def check_sections(key, names):
         )
 
 
+def check_section_names():
+    """Section names are text: YAML reads `1:` as a number, which the schema's name
+    pattern does not see and the rules cannot use."""
+    sections = config.get("sections")
+    if not isinstance(sections, dict):
+        return
+    for name in sections:
+        if not isinstance(name, str):
+            kind = "a boolean" if isinstance(name, bool) else "a number"
+            stop(
+                f"config: sections: the section name {name!r} is read as {kind}, not text; "
+                f"quote it ('{name}') or start it with a letter"
+            )
+
+
 def check_config(schema):
     """Validate `config` against the schema (filling defaults), then what a schema
-    cannot say: finite numbers, section names that exist."""
+    cannot say: section names as text, finite numbers, section names that exist."""
+    check_section_names()
     try:
         validate(config, schema)
     except WorkflowError as err:
