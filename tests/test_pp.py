@@ -294,3 +294,14 @@ def test_the_log_says_how_many_spots_qc_removed(sim_adata):
     assert removed > 0
     first = dpst.pp.describe_preprocessing(out).splitlines()[0]
     assert first.startswith(f"QC kept {out.n_obs} of {sim_adata.n_obs} spots ({removed} removed")
+
+
+def test_a_failure_after_qc_leaves_the_callers_data_as_it_was(sim_adata):
+    """Every check that needs the kept spots runs before anything is changed (issue: the DLPFC retry failed)."""
+    sim_adata.obs["section"] = ["a"] * (sim_adata.n_obs - 12) + ["b"] * 12  # b: too few spots for a kNN graph
+    sim_adata.uns["spatial_unit"] = "um"
+    before = sim_adata.copy()
+    with pytest.raises(ValueError, match=re.escape("library 'b' has 12 spots; the 'knn' neighbourhood graph")):
+        preprocess(sim_adata, min_counts=10, library_key="section", neighbors="knn", n_neighs=12)
+    assert sim_adata.shape == before.shape and not sim_adata.layers and "mt" not in sim_adata.var
+    assert (sim_adata.X != before.X).nnz == 0 and list(sim_adata.obs.columns) == list(before.obs.columns)

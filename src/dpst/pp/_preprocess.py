@@ -85,22 +85,34 @@ def _check_settings(min_counts, min_genes, min_cells, n_top_genes, hvg_flavor, t
     check_real("target_sum", target_sum, above=0)
 
 
-def _filter(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> None:
+def _kept(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The spots and genes QC keeps (scanpy's filters on the matrix), found without changing ``adata``."""
     import scanpy as sc
 
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"no data to preprocess ({adata.n_obs} spots, {adata.n_vars} genes)")
     if not stored_values(adata.X).any():
         raise ValueError(f"all counts are zero ({adata.n_obs} spots x {adata.n_vars} genes)")
+    spots = sc.pp.filter_cells(adata.X, min_counts=min_counts)[0]
+    if min_genes is not None:
+        spots &= sc.pp.filter_cells(adata.X, min_genes=min_genes)[0]
+    genes = sc.pp.filter_genes(adata.X[spots], min_cells=min_cells)[0] if spots.any() else np.zeros(adata.n_vars, bool)
+    if not spots.any() or not genes.any():
+        raise ValueError(
+            f"no data left after filtering ({spots.sum()} spots, {genes.sum()} genes) with "
+            f"min_counts={min_counts}, min_genes={min_genes}, min_cells={min_cells}"
+        )
+    return spots, genes
+
+
+def _filter(adata: ad.AnnData, min_counts: int, min_genes: int | None, min_cells: int) -> None:
+    """Scanpy's filters in place (they also record ``n_counts``, ``n_genes``, ``n_cells``): what :func:`_kept` found."""
+    import scanpy as sc
+
     sc.pp.filter_cells(adata, min_counts=min_counts)
     if min_genes is not None:
         sc.pp.filter_cells(adata, min_genes=min_genes)
     sc.pp.filter_genes(adata, min_cells=min_cells)
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(
-            f"no data left after filtering ({adata.n_obs} spots, {adata.n_vars} genes) with "
-            f"min_counts={min_counts}, min_genes={min_genes}, min_cells={min_cells}"
-        )
 
 
 def _highly_variable(adata: ad.AnnData, n_top_genes: int, flavor: str, subset: bool, batch_key: str | None) -> None:
@@ -277,14 +289,25 @@ def preprocess(
     check_in_memory(adata, "preprocess")
     _check_unique_genes(adata)
     _check_counts(adata)
-    with warnings.catch_warnings():  # refuses bad input before any change; warnings come once, below
+    with warnings.catch_warnings():  # every spot's coordinates; the calibration that counts is below
         warnings.simplefilter("ignore")
         micrometre_coordinates(adata, spatial_key, coordinate_unit, library_key)
+    # what QC keeps, its micrometres and graph, and what gene selection needs: all checked before any change
+    spots, genes = _kept(adata, min_counts, min_genes, min_cells)
+    kept = adata[spots, genes]
+    if kept.n_obs < 2:
+        raise ValueError(f"highly variable genes need at least 2 spots, {kept.n_obs} left after filtering")
+    if hvg_flavor == "seurat_v3":
+        _check_loess_input(kept.X)
+    coords, coordinates, libs = micrometre_coordinates(kept, spatial_key, coordinate_unit, library_key)
+    graph = build_neighbor_graph(kept, coords, libs, neighbors, n_neighs=n_neighs, radius=radius)
+    del kept
+
     adata = adata.copy() if copy else adata
     n_spots_in, n_genes_in = adata.n_obs, adata.n_vars
-
     adata.var["mt"] = adata.var_names.str.startswith(MT_PREFIXES)
     _filter(adata, min_counts, min_genes, min_cells)
+    assert adata.n_obs == spots.sum() and adata.n_vars == genes.sum()
     sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None, log1p=False, inplace=True)
 
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
@@ -302,9 +325,7 @@ def preprocess(
     _highly_variable(adata, n_top, hvg_flavor, subset_hvg, library_key)
 
     # calibrated on the spots kept, as the models calibrate them
-    coords, coordinates, libs = micrometre_coordinates(adata, spatial_key, coordinate_unit, library_key)
     adata.obsm["spatial_um"] = coords
-    graph = build_neighbor_graph(adata, coords, libs, neighbors, n_neighs=n_neighs, radius=radius)
     write_neighbor_graph(adata, graph, "spatial", library_key)
     if graph.params["geometry"] == "hexagon" and graph.params["kind"] == "grid":
         _check_grid_graph(adata)
