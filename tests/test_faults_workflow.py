@@ -148,6 +148,16 @@ def test_a_numeric_section_name_is_one_line(workdir):
     ]
 
 
+def test_a_section_given_twice_is_one_line(workdir):
+    text = yaml.safe_dump(small_config())
+    another = "  S1:\n    simulate: {n_spots: 150, n_genes: 100, n_domains: 3, seed: 2}\n"
+    (workdir / "config" / "twice.yaml").write_text(text.replace("sections:\n", "sections:\n" + another, 1))
+    result = snakemake(workdir, "-n", "--configfile", "config/twice.yaml", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = error_lines(result)
+    assert line.startswith("Error: config: config/twice.yaml: 'S1' appears twice (lines ")
+
+
 def test_alphas_that_round_alike_stay_two_runs(workdir):
     config = small_config(**{"sensitivity.alphas": [0, 1234567, 1234568], "sensitivity.seeds": [0]})
     dry = snakemake(workdir, "-n", "--configfile", write_config(workdir, config)).stdout

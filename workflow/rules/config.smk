@@ -2,6 +2,9 @@
 # the key, instead of a schema dump, a KeyError or a missing file "alphanan".
 
 import math
+import os
+
+import yaml
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -82,6 +85,44 @@ def check_sections(key, names):
         )
 
 
+class DuplicateKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word: this loader refuses."""
+
+
+def refuse_duplicate_keys(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                "the second would silently replace the first",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+DuplicateKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, refuse_duplicate_keys
+)
+
+
+def check_duplicate_keys():
+    """Each config file read, parsed again: a key given twice is one line."""
+    for path in workflow.configfiles:
+        try:
+            with open(path) as handle:
+                yaml.load(handle, Loader=DuplicateKeyLoader)
+        except yaml.constructor.ConstructorError as err:
+            shown = os.path.relpath(path)
+            stop(f"config: {path if shown.startswith('..') else shown}: {err.problem}")
+        except (OSError, yaml.YAMLError):
+            pass  # Snakemake reports a config file it cannot read or parse
+
+
 def check_section_names():
     """Section names are text: YAML reads `1:` as a number, which the schema's name
     pattern does not see and the rules cannot use."""
@@ -99,7 +140,9 @@ def check_section_names():
 
 def check_config(schema):
     """Validate `config` against the schema (filling defaults), then what a schema
-    cannot say: section names as text, finite numbers, section names that exist."""
+    cannot say: keys given once, section names as text, finite numbers, section
+    names that exist."""
+    check_duplicate_keys()
     check_section_names()
     try:
         validate(config, schema)
