@@ -39,8 +39,8 @@ def weights(model) -> torch.Tensor:
 
 
 def leftovers(folder) -> list[str]:
-    """Hidden names beside the model other than the writers' lock file."""
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock"))
+    """Hidden names beside the model: temporaries, or a lock file left behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 def save_forever(models, path):

@@ -5,8 +5,9 @@ is written beside the final path under a hidden temporary name, flushed to disk,
 and only then put in place by one rename. The old version stays whole until the
 new one is complete; a folder replaces a folder by an atomic exchange of the two
 names (Linux ``renameat2``), so no moment exists at which neither is there. Writers
-of one path take turns (an advisory lock), and temporaries left by a writer that
-was killed are removed by the next one.
+of one path take turns (an advisory lock on a hidden file beside it, removed
+when released), and temporaries left by a writer that was killed are removed by
+the next one.
 """
 
 from __future__ import annotations
@@ -43,17 +44,31 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def _turn(path: Path) -> Iterator[None]:
-    """Hold the advisory lock of ``path``: writers of one path take turns instead of colliding."""
+    """Hold the advisory lock of ``path``: writers of one path take turns instead of colliding.
+
+    The lock file lives only while it is held. A writer that got the lock on a
+    file another writer has since removed tries again, so two writers never hold
+    the locks of two different files at once.
+    """
     if fcntl is None:  # pragma: no cover
         yield
         return
     lock = path.with_name(f"{_temporary_prefix(path)}lock")
-    with open(lock, "a") as handle:
+    while True:
+        handle = open(lock, "a")
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # the file was removed while we waited: lock the one there now
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held, so no one locks the removed file and proceeds
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _remove_stale_temporaries(path: Path) -> None:
