@@ -1,5 +1,6 @@
 # Distance-preserving generative models of spatial transcriptomics:
-# regenerates Table 1 and Figures 4-6 of Zhou & Du (BIOKDD 2024).
+# regenerates Table 1 and Figures 4-6 of Zhou & Du (BIOKDD 2024), and the spatial
+# domains of annotated sections.
 #
 #   snakemake --cores 2 --configfile config/demo.yaml   # offline demo, simulated sections
 #   snakemake --cores 8                                  # the study, four Visium sections
@@ -32,6 +33,7 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/domains.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -107,10 +107,14 @@ CONFIG_ERRORS = {
         {"sections.T1": {"local": "outs", "spatial_key": "xy"}},
         "sections.T1.spatial_key: only valid with h5ad",
     ),
+    "domain_key_without_n_domains": (
+        {"sections.T1": {"h5ad": "t1.h5ad", "domain_key": "domain"}},
+        "sections.T1.domain_key needs n_domains too (give both or neither)",
+    ),
     "unknown_top_level_key": (
         {"sensitivty": {"alphas": [0, 1]}},
         "sensitivty: unknown key (known keys here: sections, download, preprocess, "
-        "models, seeds, model, penalty, train, sensitivity, figure4, "
+        "models, seeds, model, penalty, train, sensitivity, figure4, domains, "
         "published_sections, resources)",
     ),
     "unknown_nested_key": (

@@ -54,6 +54,7 @@ def test_study_config_builds_the_full_dag_offline(workdir):
     assert counts["preprocess"] == 4
     for rule in ("table1", "figure4", "figure5", "figure6", "collect_runs"):
         assert counts[rule] == 1
+    assert not [rule for rule in counts if rule.startswith("domains")]  # no section names a domain_key
 
 
 def test_bad_config_value_gives_the_schema_message(workdir):

@@ -1,4 +1,6 @@
-"""Figures 4-6 of METHOD.md section 6: local-metric ellipses, reconstruction MSE, sensitivity to alpha.
+"""Figures 4-6 of METHOD.md section 6, and the spatial domains of an annotated section beside its annotation.
+
+Figures 4-6: local-metric ellipses, reconstruction MSE, sensitivity to alpha.
 
 Built from the library's plots (:mod:`dpst.pl`) and the workflow's tidy runs
 table. Every function returns a ``matplotlib.figure.Figure`` (no pyplot);
@@ -8,17 +10,21 @@ table. Every function returns a ``matplotlib.figure.Figure`` (no pyplot);
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 from zlib import crc32
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib.collections import EllipseCollection
+from matplotlib.colors import LogNorm, to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+from scipy.optimize import linear_sum_assignment
 
 from dpst.metrics import ellipse_summary
 from dpst.pl import ELLIPSE_COLUMNS, axis_ratio_norm, ellipse_scale, ellipses, spacing_or_zero
@@ -348,3 +354,190 @@ def _figure6_legend(
         handles.append(Patch(color="0.5", alpha=0.3))
         labels.append("band: ± sd over seeds")
     return handles, labels
+
+
+# ----------------------------------------------------------------------------- spatial domains
+
+UNANNOTATED_COLOR = "#dddddd"
+# tab10 without its grey (kept for unannotated spots), then tab20's light shades
+_LABEL_COLORS = [to_hex(c) for i, c in enumerate(colormaps["tab10"](np.arange(10))) if i != 7] + [
+    to_hex(c) for i, c in enumerate(colormaps["tab20"](np.arange(20))) if i % 2 and i != 15
+]
+# domains matched to no label (more domains than labels): dark, unlike any label colour
+_EXTRA_DOMAIN_COLORS = ["#000000", "#6b4c2a", "#3b0f70", "#00441b", "#7f2704", "#08306b"]
+
+
+class DomainPanel(NamedTuple):
+    """One run's domains in the domains figure: backbone, penalty strength, the spots' domains and their ARI."""
+
+    model: str
+    alpha: float
+    labels: np.ndarray
+    ari: float
+
+
+def label_colors(categories: Sequence) -> dict:
+    """A distinct colour per annotation label, in order (none grey: grey is for unannotated spots)."""
+    return {c: _LABEL_COLORS[i % len(_LABEL_COLORS)] for i, c in enumerate(categories)}
+
+
+def match_domains(labels: np.ndarray, truth: pd.Series, categories: Sequence) -> dict:
+    """Each domain's annotation label, matched one to one by most shared annotated spots (Hungarian).
+
+    A domain sharing no spot with its best label, or left over when there are
+    more domains than labels, is absent from the result.
+    """
+    labels = np.asarray(labels).astype(str)
+    annotated = truth.notna().to_numpy()
+    table = pd.crosstab(labels[annotated], truth.to_numpy()[annotated].astype(str))
+    table = table.reindex(index=sorted(set(labels)), columns=[str(c) for c in categories], fill_value=0)
+    rows, columns = linear_sum_assignment(-table.to_numpy())
+    by_name = {str(c): c for c in categories}
+    return {
+        table.index[r]: by_name[table.columns[c]] for r, c in zip(rows, columns, strict=True) if table.iat[r, c] > 0
+    }
+
+
+def _annotation_categories(truth: pd.Series) -> list:
+    if isinstance(truth.dtype, pd.CategoricalDtype):
+        present = set(truth.dropna())
+        return [c for c in truth.cat.categories if c in present]
+    return sorted(truth.dropna().unique(), key=str)
+
+
+def _draw_spots(ax: Axes, xy: np.ndarray, colors: Sequence[str], diameter: float) -> None:
+    """Spots as discs of ``diameter`` in data units (micrometres) at their positions."""
+    discs = np.full(len(xy), diameter)
+    ax.add_collection(
+        EllipseCollection(
+            discs,
+            discs,
+            np.zeros(len(xy)),
+            units="xy",
+            offsets=xy,
+            offset_transform=ax.transData,
+            facecolors=list(colors),
+            edgecolors="none",
+        ),
+        autolim=False,
+    )
+
+
+def _domains_size(extent: np.ndarray, n_panels: int, panel_width: float = 3.2) -> tuple[float, float]:
+    """Figure inches for ``n_panels`` equal-aspect panels in a row, titles above and the legend below.
+
+    A tall section gets narrower panels (down to what their titles need) rather than empty bands.
+    """
+    ratio = extent[1] / max(extent[0], 1e-12)
+    panel_height = float(np.clip(panel_width * ratio, 1.8, 6.0))
+    panel_width = float(np.clip(panel_height / ratio, 2.3, panel_width))
+    return (panel_width + 0.25) * n_panels + 0.6 + 2.0, panel_height + 1.6  # legend on the right
+
+
+def domains_figure(
+    section: str,
+    xy: np.ndarray,
+    truth: pd.Series,
+    panels: Sequence[DomainPanel],
+    truth_name: str = "annotation",
+    note: str = "",
+) -> Figure:
+    """A section's annotation beside the domains of each run, spots at their micrometre positions.
+
+    One row: the annotation, then one panel per run (e.g. each backbone without and
+    with the penalty), all on the same axes (equal aspect, image orientation). Each
+    run's domains take the colours of the labels they are matched to one to one
+    (:func:`match_domains`), so that agreement reads as equal colours; a domain
+    matched to no label gets a dark colour of its own. One legend below serves
+    every panel, on the right. Titles give the section, backbone, alpha and ARI.
+
+    Parameters
+    ----------
+    section
+        The section's label.
+    xy
+        ``(N, 2)`` spot positions in micrometres.
+    truth
+        ``(N,)`` annotation; missing where unannotated (drawn grey).
+    panels
+        The runs to show, in order.
+    truth_name
+        What the annotation is called (the section's ``domain_key``).
+    note
+        A line under the title (how the domains were found).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    xy = np.asarray(xy, dtype=float)
+    truth = pd.Series(truth).reset_index(drop=True)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) != len(truth):
+        raise ValueError(f"xy must be (N, 2) with N = {len(truth)} spots of the annotation, got {xy.shape}")
+    for panel in panels:
+        if len(panel.labels) != len(xy):
+            raise ValueError(f"{panel.model} alpha {panel.alpha:g}: {len(panel.labels)} labels for {len(xy)} spots")
+    categories = _annotation_categories(truth)
+    colors = label_colors(categories)
+    spacing = spacing_or_zero(xy) or 1.0
+    low, high = xy.min(axis=0) - spacing, xy.max(axis=0) + spacing
+    fig = Figure(figsize=_domains_size(high - low, 1 + len(panels)), layout="constrained")
+    axes = fig.subplots(1, 1 + len(panels), sharex=True, sharey=True, squeeze=False)[0]
+
+    annotated = truth.notna().to_numpy()
+    truth_colors = [colors[t] if a else UNANNOTATED_COLOR for t, a in zip(truth, annotated, strict=True)]
+    _draw_spots(axes[0], xy, truth_colors, 0.9 * spacing)
+    axes[0].set_title(
+        f"{section} · annotation ({truth_name})\n{annotated.sum()} of {len(truth)} spots annotated", fontsize=10
+    )
+    n_extra = 0
+    for ax, panel in zip(axes[1:], panels, strict=True):
+        labels = np.asarray(panel.labels).astype(str)
+        matched = match_domains(labels, truth, categories)
+        extra = [d for d in sorted(set(labels), key=_natural) if d not in matched]
+        n_extra = max(n_extra, len(extra))
+        domain_colors = {
+            **{d: colors[c] for d, c in matched.items()},
+            **{d: _EXTRA_DOMAIN_COLORS[i % len(_EXTRA_DOMAIN_COLORS)] for i, d in enumerate(extra)},
+        }
+        _draw_spots(ax, xy, [domain_colors[d] for d in labels], 0.9 * spacing)
+        ari = "n/a" if not np.isfinite(panel.ari) else f"{panel.ari:.2f}"
+        backbone = MODEL_LABEL.get(panel.model, panel.model)
+        ax.set_title(f"{section} · {backbone} · α = {panel.alpha:g}\nARI {ari}", fontsize=10)
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (µm)")
+        ax.tick_params(labelsize=7)
+    axes[0].set_xlim(low[0], high[0])
+    axes[0].set_ylim(high[1], low[1])  # inverted: image orientation
+    axes[0].set_ylabel("y (µm)")
+    handles: list[Artist] = [_swatch(colors[c]) for c in categories]
+    names = [str(c) for c in categories]
+    if not annotated.all():
+        handles.append(_swatch(UNANNOTATED_COLOR))
+        names.append("unannotated")
+    for i in range(n_extra):
+        handles.append(_swatch(_EXTRA_DOMAIN_COLORS[i % len(_EXTRA_DOMAIN_COLORS)]))
+        names.append(f"unmatched domain {i + 1}")
+    fig.legend(
+        handles,
+        names,
+        loc="outside right center",
+        fontsize=9,
+        frameon=False,
+        title=f"colour: {truth_name} label\n(for a domain: the label\nit shares most spots with,\nmatched one to one)",
+        title_fontsize=9,
+        alignment="left",
+    )
+    title = f"Section {section}: its annotation beside the spatial domains found in each latent"
+    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=11)
+    return fig
+
+
+def _swatch(color: str) -> Line2D:
+    return Line2D([], [], ls="", marker="o", ms=8, mec="none", color=color)
+
+
+def _natural(name: str) -> tuple:
+    """Sort key putting "2" before "10"."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)

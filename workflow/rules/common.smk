@@ -205,6 +205,122 @@ def figure4_runs():
     }
 
 
+# Spatial domains: the sections with an annotation (domain_key and n_domains).
+DOMAIN_SECTIONS = [s for s in SECTIONS if "domain_key" in config["sections"][s]]
+DOMAIN_FIGURE_SEED = SEEDS[0]  # the training run the domains figure shows
+
+
+def domain_runs():
+    """The runs of Table 1 (main_runs) on the sections with a domain_key."""
+    return sorted({run for run in main_runs() if run[0] in DOMAIN_SECTIONS})
+
+
+def domain_run_dir(section, model, alpha, seed):
+    return (
+        f"results/domains/runs/{section}/{model}/alpha{alpha_label(alpha)}/seed{seed}"
+    )
+
+
+def domain_settings(section):
+    """What clustering a section's runs needs: its annotation, number of domains and
+    the top-level `domains` (defaults filled by the schema)."""
+    spec = config["sections"][section]
+    return canonical(
+        {
+            "domain_key": spec["domain_key"],
+            "n_domains": spec["n_domains"],
+            **config["domains"],
+        }
+    )
+
+
+def obs_columns(path):
+    """The obs column names of an AnnData file, or None when the file does not say
+    (an old layout, an unreadable file: its preprocessing reports those)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            order = file["obs"].attrs["column-order"]
+    except (OSError, KeyError, TypeError):
+        return None
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in order]
+
+
+def annotated_section(section):
+    """A section whose runs are clustered: it has a domain_key naming a column of its
+    AnnData file. Otherwise the workflow stops, before any job, with one line
+    naming the key."""
+    spec = config["sections"].get(section, {})
+    where = f"(sections.{section}.domain_key)"
+    if "domain_key" not in spec:
+        stop(f"section {section}: no domain_key, so its runs are not clustered {where}")
+    key, source = spec["domain_key"], section_source(section)
+    if source != "h5ad":
+        stop(
+            f"section {section}: domain_key {key!r} names an annotation column, which only "
+            f"an h5ad section has (the spots of a {source} section carry none) {where}"
+        )
+    path = h5ad_file(section)
+    columns = obs_columns(path)
+    if columns is not None and key not in columns:
+        stop(
+            f"section {section}: {path} has no obs column {key!r} "
+            f"(its columns: {', '.join(columns) or 'none'}) {where}"
+        )
+    return section
+
+
+def domain_run_inputs(wildcards):
+    section = annotated_section(wildcards.section)  # stops, naming the key, if not
+    run = run_dir(section, wildcards.model, wildcards.alpha, wildcards.seed)
+    return {
+        "latent": f"{run}/latent.h5ad",
+        "section": f"results/preprocessed/{section}.h5ad",
+    }
+
+
+def domain_figure_inputs(wildcards):
+    section = annotated_section(wildcards.section)
+    runs = [
+        domain_run_dir(section, model, alpha, DOMAIN_FIGURE_SEED)
+        for model in MODELS
+        for alpha in (0.0, ALPHA_ON)
+    ]
+    return {
+        "section": f"results/preprocessed/{section}.h5ad",
+        "labels": [f"{run}/labels.tsv" for run in runs],
+        "scores": [f"{run}/scores.tsv" for run in runs],
+    }
+
+
+def domain_scores_files(wildcards):
+    """The scores of every run the domains table collects."""
+    if not DOMAIN_SECTIONS:
+        stop(
+            "no section has a domain_key, so there are no domains to collect "
+            "(sections.<name>.domain_key and n_domains)"
+        )
+    return [f"{domain_run_dir(*run)}/scores.tsv" for run in domain_runs()]
+
+
+def domain_outputs():
+    """The domains table, its summary and one figure per annotated section; none
+    when no section has a domain_key."""
+    if not DOMAIN_SECTIONS:
+        return []
+    tables = [
+        f"results/domains/{name}"
+        for name in ("domains.tsv", "domains_summary.csv", "domains_summary.md")
+    ]
+    figures = [
+        f"results/domains/{section}.{ext}"
+        for section in DOMAIN_SECTIONS
+        for ext in ("png", "pdf")
+    ]
+    return [*tables, *figures]
+
+
 def final_outputs():
     tables = [
         f"results/table1/{name}"
@@ -221,7 +337,7 @@ def final_outputs():
         for fig in ("figure4", "figure5", "figure6")
         for ext in ("png", "pdf")
     ]
-    return ["results/metrics/runs.tsv", *tables, *figures]
+    return ["results/metrics/runs.tsv", *tables, *figures, *domain_outputs()]
 
 
 # Stale locks. Snakemake's lock files (.snakemake/locks/N.input.lock,

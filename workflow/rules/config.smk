@@ -60,6 +60,8 @@ def schema_problem(error):
         # "'h5ad' is a dependency of 'spatial_key'"
         _, needed, _, key, _ = error.message.split("'")
         prefix = "" if where == "the config" else f"{where}."
+        if key in error.validator_value.get(needed, ()):  # a pair: both or neither
+            return f"{prefix}{key} needs {needed} too (give both or neither)"
         return f"{prefix}{key}: only valid with {needed}"
     return f"{where}: {error.message}"
 
