@@ -200,3 +200,20 @@ def test_a_missing_or_mismatched_stored_graph_is_named(section):
     adata.obsm["shifted"] = adata.obsm["spatial"] * 2.0  # other coordinates than the graph's
     with pytest.raises(ValueError, match="distances are not those of the model's coordinates"):
         dpst.DPVAE(adata, graph_key="dpst_penalty", spatial_key="shifted", coordinate_unit="um")
+
+
+def test_progress_in_a_log_file_is_a_few_plain_lines(section, capsys):
+    model = dpst.DPVAE(section, alpha=0.0, seed=0)
+    model.train(max_epochs=40, kl_warmup_epochs=10, device="cpu")  # progress_bar on, stderr is not a terminal
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("epoch 40/40: loss ")
+    assert "\r" not in "".join(lines) and "penalty" not in "".join(lines)  # no penalty at alpha 0: no 'nan'
+    assert np.isnan(model.lam)  # never fitted at alpha 0
+    penalized = dpst.DPVAE(section, alpha=100.0, seed=0)
+    penalized.train(max_epochs=20, kl_warmup_epochs=10, device="cpu")
+    assert ", penalty " in capsys.readouterr().err and np.isfinite(penalized.lam)
+
+
+def test_training_that_ends_inside_the_kl_warmup_warns(section):
+    with pytest.warns(UserWarning, match=r"max_epochs=50 ends before the KL warm-up \(kl_warmup_epochs=400\)"):
+        dpst.DPVAE(section, alpha=0.0).train(max_epochs=50, progress_bar=False, device="cpu")

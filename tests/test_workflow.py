@@ -96,6 +96,13 @@ def test_demo_end_to_end(demo_run):
     metrics = json.loads(next((results / "runs").rglob("metrics.json")).read_text())
     assert metrics["device"] == "cpu"
 
+    # job logs are written for files: a plain line per tenth of the epochs, no bar redraws, no colour codes
+    for log in (workdir / "logs" / "train").rglob("*.log"):
+        text = log.read_text()
+        assert "\r" not in text and "\x1b[" not in text, log
+        assert sum(line.startswith("epoch ") for line in text.splitlines()) == 10, log
+        assert "SyntaxWarning" not in text, log
+
     # re-running after success does nothing
     assert "Nothing to be done" in snakemake(workdir, "-n", "--configfile", "config/demo.yaml").stdout
 

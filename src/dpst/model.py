@@ -319,7 +319,8 @@ class _DPModel:
         device
             ``"auto"`` (a GPU when torch sees one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         progress_bar
-            Show a tqdm progress bar.
+            Show progress: a tqdm bar on a terminal; written to a file (a job's log),
+            a plain line every tenth of the epochs.
         seed
             Seed of the split and of training; None: the model's ``seed``.
         **optimizer_kwargs
@@ -467,8 +468,8 @@ class _DPModel:
 
     @property
     def lam(self) -> float:
-        """The penalty's current scale lam, latent units per micrometre."""
-        return self.penalty.lam
+        """The penalty's current scale lam, latent units per micrometre; NaN at ``alpha = 0`` (never fitted)."""
+        return self.penalty.lam if self.penalty_settings.alpha > 0 else float("nan")
 
     @classmethod
     def default_key(cls) -> str:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,6 +96,14 @@ class TrainingSettings:
         self.patience = check_int("patience", self.patience, minimum=1)
         self.seed = check_int("seed", self.seed)
         resolve_device(self.device)  # a missing GPU fails here, before any work
+        if self.kl_warmup_epochs > self.max_epochs:
+            warnings.warn(
+                f"max_epochs={self.max_epochs} ends before the KL warm-up (kl_warmup_epochs={self.kl_warmup_epochs}): "
+                f"the KL weight only reaches {self.max_epochs / self.kl_warmup_epochs:.2g} and the model never "
+                "trains on the full ELBO; for a quick run lower kl_warmup_epochs too",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -414,8 +425,8 @@ def train_module(
     readback_every = _readback_every(device, settings)
     log = _EpochLog(check_each_step, settings.lr, penalty_settings.alpha)
     best, stale = (math.inf, None), 0
-    epochs = tqdm(range(settings.max_epochs), desc="Training", unit="epoch", disable=not settings.progress_bar)
-    for epoch in epochs:
+    progress = _Progress(settings.max_epochs, settings.progress_bar, penalty_settings.alpha > 0)
+    for epoch in progress.epochs:
         kl_weight = min(1.0, epoch / settings.kl_warmup_epochs) if settings.kl_warmup_epochs else 1.0
         penalty_on = penalty_settings.alpha > 0 and epoch >= penalty_settings.warmup_epochs
         module.train()
@@ -467,7 +478,7 @@ def train_module(
         if len(log.pending) < readback_every and epoch < settings.max_epochs - 1:
             continue
         records = log.read_back()
-        epochs.set_postfix(loss=f"{records[-1]['loss']:.4g}", penalty=f"{records[-1]['penalty']:.3g}")
+        progress.show(records[-1])
         if settings.early_stopping:
             (record,) = records  # read back every epoch: the snapshot is of this epoch's weights
             if record["validation_elbo"] < best[0]:
@@ -482,6 +493,41 @@ def train_module(
     module.eval()
     _check_finite_weights(module, penalty, settings.lr, penalty_settings.alpha)
     return pd.DataFrame(log.records), train_idx, val_idx
+
+
+class _Progress:
+    """A tqdm bar on a terminal; in a file (a workflow job's log), a plain line every tenth of the epochs.
+
+    A bar redrawn in a file is thousands of carriage returns; the plain lines say
+    the same in about ten lines. The penalty is shown only when it is on.
+    """
+
+    LINES = 10
+
+    def __init__(self, max_epochs: int, enabled: bool, with_penalty: bool):
+        self.max_epochs, self.with_penalty = max_epochs, with_penalty
+        self.interactive = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.interactive
+        self.every = max(1, math.ceil(max_epochs / self.LINES))
+        self.next_line = self.every
+        self.start = time.perf_counter()
+        epochs = range(max_epochs)
+        self.epochs = tqdm(epochs, desc="Training", unit="epoch") if self.interactive else epochs
+
+    def show(self, record: dict) -> None:
+        shown = {"loss": f"{record['loss']:.4g}"}
+        if self.with_penalty:
+            shown["penalty"] = f"{record['penalty']:.3g}"
+        if self.interactive:
+            assert isinstance(self.epochs, tqdm)
+            self.epochs.set_postfix(shown)
+        elif self.plain:
+            epoch = int(record["epoch"]) + 1
+            if epoch >= self.next_line or epoch == self.max_epochs:  # records may come in groups (GPU)
+                self.next_line = (epoch // self.every + 1) * self.every
+                values = ", ".join(f"{name} {value}" for name, value in shown.items())
+                elapsed = time.perf_counter() - self.start
+                print(f"epoch {epoch}/{self.max_epochs}: {values} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
 
 
 def _check_finite(step: dict, epoch: int, lr: float, alpha: float) -> None:

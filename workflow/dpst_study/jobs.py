@@ -7,6 +7,7 @@ import faulthandler
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from dpst.train import TrainingDivergedError
@@ -20,7 +21,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, FileNotFoundE
 
 @contextlib.contextmanager
 def logged_to(path: str | os.PathLike, expected: tuple[type[Exception], ...] = (), context: str = ""):
-    """Send stdout and stderr (progress bars and C-level output included) into the job's log.
+    """Send stdout and stderr (progress lines and C-level output included) into the job's log.
 
     The log is line-buffered and a fatal signal (a segfault) writes the Python
     stack into it, so a crash keeps everything printed before. Any exception is
@@ -41,7 +42,9 @@ def logged_to(path: str | os.PathLike, expected: tuple[type[Exception], ...] = (
         os.dup2(log.fileno(), 2)
         faulthandler.enable(log)
         try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), warnings.catch_warnings():
+                # squidpy's docstring templates warn at import; they say nothing to a user reading the log
+                warnings.filterwarnings("ignore", category=SyntaxWarning, module=r"docrep")
                 yield log
         except BaseException as err:
             if isinstance(err, SystemExit) and not err.code:
