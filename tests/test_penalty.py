@@ -16,7 +16,7 @@ KIND_PARAMS = {
 
 
 def dense_weights(s: np.ndarray, kind: str, params: dict) -> np.ndarray:
-    """G as a dense N x N matrix, straight from the definitions in METHOD.md."""
+    """G as a dense N x N matrix, straight from the definitions in docs/method.md."""
     d = np.linalg.norm(s[:, None] - s[None], axis=-1)
     np.fill_diagonal(d, np.inf)
     if kind == "knn":

@@ -1,4 +1,4 @@
-"""Figures 4-6 of METHOD.md section 6, and the spatial domains of an annotated section beside its annotation.
+"""Figures 4-6 of the study (Zhou & Du, BIOKDD 2024), and the spatial domains of an annotated section beside its annotation.
 
 Figures 4-6: local-metric ellipses, reconstruction MSE, sensitivity to alpha.
 

@@ -1,4 +1,4 @@
-"""Table 1 of METHOD.md section 6: Moran's I and Geary's C, with and without the penalty.
+"""Table 1 of the study (Zhou & Du, BIOKDD 2024): Moran's I and Geary's C, with and without the penalty.
 
 The input is the workflow's tidy ``runs`` table, one row per trained model
 (section, model, alpha, seed) with its metrics. ``alpha == 0`` runs are the
@@ -31,7 +31,7 @@ STUDY_SECTIONS = ("A2", "A1", "P2", "P1")  # the published column order
 KEYS = ("section", "model", "alpha", "seed")
 MISSING_CELL = "n/a"
 
-# Typed in from METHOD.md section 6: per row the I values for A2 A1 P2 P1,
+# Typed in from the study's Table 1: per row the I values for A2 A1 P2 P1,
 # then the C values for the same sections, each "mean sd".
 _PUBLISHED_ROWS = {
     (GROUP_OFF, "vae"): "0.62 0.07 0.55 0.05 0.52 0.05 0.52 0.03 0.36 0.06 0.41 0.03 0.49 0.05 0.43 0.03",
