@@ -9,6 +9,7 @@ table. Every function returns a ``matplotlib.figure.Figure`` (no pyplot);
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 from zlib import crc32
@@ -312,8 +313,14 @@ def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure
     column, title, ylabel = _mse_fallback(runs, *FIGURE6_MSE_PANEL)
     panels = [(c, t, y, runs) for c, t, y in FIGURE6_PANELS]
     panels += [(column, f"{MODEL_LABEL.get(m, m)}: {title}", ylabel, runs[runs["model"] == m]) for m in models]
-    fig = Figure(figsize=(4.5 * len(panels), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(panels))
+    # two panels a row: a row of four was 3.9:1, too wide to read in the report or on a laptop
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 0.9 + 3.6 * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(panels) :]:
+        ax.set_visible(False)
+    axes = grid[: len(panels)]
     for ax, (column, title, ylabel, shown) in zip(axes, panels, strict=True):
         for _, row in _alpha_summary(shown, column).groupby(["model", "section"], sort=False):
             _alpha_line(ax, row, styles[row["section"].iloc[0]])
@@ -322,7 +329,7 @@ def figure6(runs: pd.DataFrame, sections: Sequence[str] | None = None) -> Figure
         ax.set_ylabel(ylabel)
     n_seeds = runs.groupby(["section", "model", "alpha"])["seed"].nunique()
     handles, labels = _figure6_legend(models, sections, styles, several_seeds=int(n_seeds.max()) > 1)
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
     where = f", section {sections[0]}" if len(sections) == 1 else ""
     fig.suptitle(f"Sensitivity to the penalty strength α{where}\n{_summary_text(n_seeds)}", fontsize=11)
     return fig

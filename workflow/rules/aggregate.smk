@@ -67,6 +67,9 @@ rule figure4:
         "../../envs/dpst.yaml"
     params:
         model=config["figure4"]["model"],
+        section=config["figure4"].get("section", SECTIONS[0]),
+        seed=config["figure4"]["seed"],
+        alpha_on=ALPHA_ON,
     script:
         "../scripts/figure4.py"
 
