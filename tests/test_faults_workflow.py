@@ -10,6 +10,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -496,12 +497,12 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def training(workdir: Path, since: float) -> bool:
-    """A train job that began after `since` is in its epochs (its progress bar is in its log)."""
+    """A train job that began after `since` is in its epochs (a progress line is in its log)."""
     for log in (workdir / "logs/train").rglob("*.log") if (workdir / "logs/train").exists() else []:
         run = log.relative_to(workdir / "logs/train").with_suffix("")
         if (
             log.stat().st_mtime > since
-            and "epoch/s, loss=" in log.read_text(errors="replace")
+            and re.search(r"^epoch \d+/\d+: loss ", log.read_text(errors="replace"), re.MULTILINE)
             and not (workdir / "results/runs" / run / "metrics.json").exists()
         ):
             return True
