@@ -692,3 +692,45 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new\n")
     assert target.read_text() == "new\n" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_forced_rerun_leaves_no_stale_table(killed_and_resumed, tmp_path):
+    """Interrupting `--forcerun train` removes the running jobs' outputs; the next run must redo them and the tables.
+
+    Filed as: after Ctrl-C the next run said "Nothing to be done" while runs.tsv and Table 1 still
+    listed the deleted run. The tables may be stale between the interrupt and the next run, never after it.
+    """
+    reference, _killed, cfg, *_ = killed_and_resumed
+    workdir = Path(shutil.copytree(reference, tmp_path / "interrupted", symlinks=True))
+    since = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", cfg, "--forcerun", "train"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(lambda: training(workdir, since), proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
+    proc.wait(timeout=120)
+    runs = pd.read_csv(workdir / "results/metrics/runs.tsv", sep="\t")
+    missing = [
+        run for run in runs.itertuples()
+        if not (workdir / "results/runs" / run.section / run.model / f"alpha{run.alpha:g}" / f"seed{run.seed}" / "metrics.json").exists()
+    ]  # fmt: skip
+    assert missing, "the interrupt came too late to remove any run"
+    counts = job_counts(workdir, "--configfile", cfg)
+    assert counts.get("train", 0) >= len(missing) and "collect_runs" in counts and "table1" in counts
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=2", "--configfile", cfg)
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--configfile", cfg).stdout
+    for run in pd.read_csv(workdir / "results/metrics/runs.tsv", sep="\t").itertuples():
+        assert (
+            workdir
+            / "results/runs"
+            / run.section
+            / run.model
+            / f"alpha{run.alpha:g}"
+            / f"seed{run.seed}"
+            / "metrics.json"
+        ).exists()
