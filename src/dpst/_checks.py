@@ -106,3 +106,22 @@ def check_real(
     ):
         raise ValueError(f"{name} must be {wanted}, got {value:g}")
     return value
+
+
+def check_in_memory(adata, what: str) -> None:
+    """Refuse a backed AnnData (``read_h5ad(..., backed="r")``): it cannot be changed or densified in place.
+
+    Parameters
+    ----------
+    adata
+        The AnnData given.
+    what
+        The function or class that needs it in memory, for the message.
+
+    Raises
+    ------
+    ValueError
+        When ``adata`` is backed.
+    """
+    if adata.isbacked:
+        raise ValueError(f"{what} needs the data in memory; adata is backed by {adata.filename}: use adata.to_memory()")

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ._checks import check_int, check_real
-from .io import GRID_NEIGHBOR_OFFSETS, MIN_GRID_PAIRS, SQUARE_NEIGHBOR_OFFSETS, grid_neighbor_pairs
+from .io import lattice
 
 GraphKind = Literal["knn", "radius", "gaussian", "all"]
 GRAPH_KINDS = ("knn", "radius", "gaussian", "all")
@@ -363,21 +363,11 @@ def lattice_geometry(array_row, array_col, groups: np.ndarray | None = None) -> 
     if array_row is None or array_col is None:
         return None
     row, col = np.asarray(array_row), np.asarray(array_col)
-    if not (np.issubdtype(row.dtype, np.number) and np.issubdtype(col.dtype, np.number)):
-        return None
-    if not (np.isfinite(row).all() and np.isfinite(col).all() and (row == np.round(row)).all()):
-        return None
-    row, col = row.astype(np.int64), col.astype(np.int64)
-    found = set()
-    for spots in group_spots(np.zeros(len(row), dtype=np.int64) if groups is None else groups):
-        r, c = row[spots], col[spots]
-        if len(np.unique((r + c) % 2)) == 1 and len(grid_neighbor_pairs(r, c, GRID_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS:
-            found.add("hexagon")
-        elif len(grid_neighbor_pairs(r, c, SQUARE_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS:
-            found.add("square")
-        else:
-            return None
-    return found.pop() if len(found) == 1 else None
+    found = {
+        lattice(row[spots], col[spots])
+        for spots in group_spots(np.zeros(len(row), dtype=np.int64) if groups is None else groups)
+    }
+    return found.pop() if len(found) == 1 else None  # None, or sections on different lattices
 
 
 def _builder(kind: str, n_neighs: int, radius: float | None):

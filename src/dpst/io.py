@@ -28,8 +28,10 @@ import scipy.sparse as sp
 __all__ = [
     "PixelCalibration",
     "SpaceRangerFormatError",
+    "array_positions",
     "calibrate_pixels",
     "grid_neighbor_pairs",
+    "lattice",
     "pixel_calibration",
     "read_spaceranger",
     "um_per_pixel",
@@ -420,13 +422,54 @@ def _grid_estimate(pixels: np.ndarray, array_row, array_col) -> tuple[float | No
     return SPOT_SPACING_UM / median, len(pairs), ""
 
 
-def _square_lattice(array_row, array_col) -> bool:
-    """Array positions of both parities, one step apart: bins on a square lattice, not the Visium hexagon."""
-    if array_row is None or array_col is None or len(array_row) == 0:
-        return False
-    row, col = np.asarray(array_row, dtype=np.int64), np.asarray(array_col, dtype=np.int64)
-    mixed_parity = len(np.unique((row + col) % 2)) > 1
-    return mixed_parity and len(grid_neighbor_pairs(row, col, SQUARE_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS
+def array_positions(obs: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``obs["array_row"]`` and ``obs["array_col"]`` as arrays, or (None, None) when the spots have none.
+
+    Parameters
+    ----------
+    obs
+        The spots' ``adata.obs``.
+
+    Returns
+    -------
+    tuple
+        The array rows and columns, or (None, None).
+    """
+    if {"array_row", "array_col"} <= set(obs.columns):
+        return obs["array_row"].to_numpy(), obs["array_col"].to_numpy()
+    return None, None
+
+
+def lattice(array_row, array_col) -> str | None:
+    """Which lattice one section's array positions describe: ``"hexagon"``, ``"square"`` or None.
+
+    A Visium array keeps ``array_row + array_col`` even (or odd) on every spot and
+    puts neighbours at the hexagon offsets; a square lattice of bins (Visium HD) has
+    spots of both parities one step apart.
+
+    Parameters
+    ----------
+    array_row, array_col
+        Integer array positions, one per spot (None: no lattice).
+
+    Returns
+    -------
+    str or None
+        ``"hexagon"``, ``"square"``, or None when the positions describe neither.
+    """
+    if array_row is None or array_col is None:
+        return None
+    row, col = np.asarray(array_row), np.asarray(array_col)
+    if not (np.issubdtype(row.dtype, np.number) and np.issubdtype(col.dtype, np.number)):
+        return None
+    if not (np.isfinite(row).all() and np.isfinite(col).all() and (row == np.round(row)).all()):
+        return None
+    row, col = row.astype(np.int64), col.astype(np.int64)
+    if len(np.unique((row + col) % 2)) == 1 and len(grid_neighbor_pairs(row, col)) >= MIN_GRID_PAIRS:
+        return "hexagon"
+    if len(grid_neighbor_pairs(row, col, SQUARE_NEIGHBOR_OFFSETS)) >= MIN_GRID_PAIRS:
+        return "square"
+    return None
 
 
 def calibrate_pixels(
@@ -467,7 +510,7 @@ def calibrate_pixels(
         would calibrate as a hexagon.
     """
     pixels = np.asarray(pixels, dtype=float)[:, :2]
-    if _square_lattice(array_row, array_col):
+    if lattice(array_row, array_col) == "square":
         raise ValueError(
             f"library {library_id!r}: array_row/array_col form a square lattice (binned data such as Visium HD), "
             "which the Visium spot-grid rule cannot calibrate; give the coordinates in micrometres "
@@ -565,11 +608,11 @@ def pixel_calibration(
         if library_key not in adata.obs:
             raise KeyError(f"adata.obs has no {library_key!r} column (library_key)")
         spots = np.flatnonzero(adata.obs[library_key].astype(str).to_numpy() == str(library_id))
-    grid = {"array_row", "array_col"} <= set(adata.obs.columns)
+    array_row, array_col = array_positions(adata.obs)
     return calibrate_pixels(
         np.asarray(adata.obsm[spatial_key], dtype=float)[spots],
-        adata.obs["array_row"].to_numpy()[spots] if grid else None,
-        adata.obs["array_col"].to_numpy()[spots] if grid else None,
+        None if array_row is None else array_row[spots],
+        None if array_col is None else array_col[spots],
         libraries[library_id].get("scalefactors"),
         library_id,
     )

@@ -381,7 +381,7 @@ class _ModelArrays:
         if held_out is not None:
             self.held_out[np.asarray(held_out, dtype=np.int64)] = True
         self.normalization = model.penalty_settings.normalization
-        self.lam_fitted = model.lam if model.penalty_settings.alpha > 0 else float("nan")
+        self.lam_fitted = model.lam  # NaN at alpha 0: no penalty, no lam
 
     def evaluate(self, spots: np.ndarray) -> tuple[dict, pd.DataFrame]:
         """The metrics of the spots ``spots`` (sorted indices) alone."""

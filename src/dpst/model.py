@@ -26,13 +26,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ._checks import check_int
+from ._checks import check_in_memory, check_int
 from ._files import atomic_path, recover_folder
 from .graph import SpatialGraph, pair_lengths, spatial_graph
 from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
 from .pp import is_raw_counts, read_penalty_graph, stored_values
 from .pp._coordinates import micrometre_coordinates
-from .pp._preprocess import check_in_memory
 from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
 
 # With `pairs` normalization and the sampled latent, alpha=100 is where the

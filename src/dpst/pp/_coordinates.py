@@ -22,7 +22,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from dpst.io import calibrate_pixels
+from dpst.graph import group_spots
+from dpst.io import array_positions, calibrate_pixels
 
 CoordinateUnit = Literal["auto", "pixel", "um"]
 COORDINATE_UNITS = ("auto", "pixel", "um")
@@ -55,9 +56,7 @@ class Libraries:
 
     def spots(self) -> list[np.ndarray]:
         """Sorted spot indices of each library, in the order of ``names``."""
-        order = np.argsort(self.codes, kind="stable")
-        bounds = np.cumsum(np.bincount(self.codes, minlength=len(self.names)))[:-1]
-        return np.split(order, bounds)
+        return group_spots(self.codes)
 
     def groups(self) -> np.ndarray | None:
         """``codes`` when there are several libraries, else None (what the array-level graphs take)."""
@@ -226,7 +225,7 @@ def micrometre_coordinates(
             f"adata.uns['spatial'] holds {len(spatial)} libraries ({', '.join(map(str, spatial))}): "
             "pass library_key= the obs column naming each spot's library"
         )
-    grid = {"array_row", "array_col"} <= set(adata.obs.columns)
+    array_row, array_col = array_positions(adata.obs)
     per_library: dict[str, dict] = {}
     coords = np.empty_like(stored)
     for name, spots in zip(libs.names, libs.spots(), strict=True):
@@ -237,8 +236,8 @@ def micrometre_coordinates(
             continue
         calibration = calibrate_pixels(
             stored[spots],
-            adata.obs["array_row"].to_numpy()[spots] if grid else None,
-            adata.obs["array_col"].to_numpy()[spots] if grid else None,
+            None if array_row is None else array_row[spots],
+            None if array_col is None else array_col[spots],
             (entry or {}).get("scalefactors"),
             name,
         )

@@ -12,17 +12,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from dpst.graph import GraphKind, NeighborGraph, NeighborKind, SpatialGraph, neighbor_graph, spatial_graph
+from dpst.io import array_positions
 
 from ._coordinates import CoordinateUnit, Libraries, micrometre_coordinates
 
 # what dpst.pp.penalty_graph writes; the models' graph_key default when they are given one
 PENALTY_GRAPH_KEY = "dpst_penalty"
-
-
-def _array_positions(adata: ad.AnnData) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if {"array_row", "array_col"} <= set(adata.obs.columns):
-        return adata.obs["array_row"].to_numpy(), adata.obs["array_col"].to_numpy()
-    return None, None
 
 
 def build_neighbor_graph(
@@ -35,7 +30,7 @@ def build_neighbor_graph(
     radius: float | None = None,
 ) -> NeighborGraph:
     """:func:`dpst.graph.neighbor_graph` on an AnnData's spots, given their micrometres and libraries."""
-    array_row, array_col = _array_positions(adata)
+    array_row, array_col = array_positions(adata.obs)
     return neighbor_graph(
         coords,
         kind,

@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from dpst._checks import check_int, check_real
+from dpst._checks import check_in_memory, check_int, check_real
 from dpst.graph import NEIGHBOR_KINDS, NeighborKind
 from dpst.io import SPOT_SPACING_UM
 
@@ -51,12 +51,6 @@ def is_raw_counts(x) -> bool:
     """
     values = stored_values(x)
     return bool(np.all(values >= 0) and np.all(values == np.round(values)))
-
-
-def check_in_memory(adata: ad.AnnData, what: str) -> None:
-    """A backed AnnData (``read_h5ad(..., backed="r")``) cannot be changed or densified in place."""
-    if adata.isbacked:
-        raise ValueError(f"{what} needs the data in memory; adata is backed by {adata.filename}: use adata.to_memory()")
 
 
 def _check_unique_genes(adata: ad.AnnData) -> None:
