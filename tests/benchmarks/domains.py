@@ -174,6 +174,14 @@ def cache_path(args, section: str, model: str, alpha: float, latent: str, seed: 
     return Path(args.cache_dir) / name
 
 
+def load_cached(path: Path, adata: ad.AnnData) -> dict:
+    """A cached latent, checked to belong to the section's spots in their order."""
+    result = dict(np.load(path))
+    if list(result["obs_names"]) != list(adata.obs_names):
+        raise ValueError(f"{path}: its spots differ from the section's; remove it")
+    return result
+
+
 def train(adata: ad.AnnData, args, model: str, alpha: float, latent: str, seed: int) -> dict:
     torch.set_num_threads(args.threads)  # scanpy may reset it
     epochs = args.scvi_epochs if model == "scvi" else args.epochs
@@ -191,7 +199,7 @@ def train(adata: ad.AnnData, args, model: str, alpha: float, latent: str, seed: 
         "seconds": seconds,
         "peak_mib": peak_mib(),
         "peak_is_own": reset,
-        "lam": float(trained.lam) if trained.lam is not None else np.nan,
+        "lam": float(trained.lam),  # NaN at alpha 0
     }
 
 
@@ -206,10 +214,7 @@ def trained_latents(sections: dict[str, ad.AnnData], args, started: float) -> di
                 path = cache_path(args, section, model, alpha, latent, seed)
                 rep = representation(model, alpha, latent, args)
                 if path.exists():
-                    result = dict(np.load(path))
-                    if list(result["obs_names"]) != list(adata.obs_names):
-                        raise ValueError(f"{path}: its spots differ from the section's; remove it")
-                    status = "cached"
+                    result, status = load_cached(path, adata), "cached"
                 elif args.time_limit and time.perf_counter() - started > 60 * args.time_limit:
                     skipped.append(f"{section} {rep} seed {seed}")
                     continue
@@ -248,11 +253,12 @@ def external_latent(adata: ad.AnnData, path: str) -> dict:
 
 
 # ------------------------------------------------------------------ scoring
-def score(adata: ad.AnnData, codes: np.ndarray, fit_seeds: list[int]) -> list[dict]:
+def score(adata: ad.AnnData, codes: np.ndarray, fit_seeds: list[int], clusterers: dict | None = None) -> list[dict]:
+    """One row per clusterer (default: all of CLUSTERERS) and fit seed: the domains' scores."""
     adata.obsm["_codes"] = np.asarray(codes, dtype=np.float64)
     n_domains = adata.obs[TRUTH].nunique()
     rows = []
-    for clusterer, (method, covariance, refine) in CLUSTERERS.items():
+    for clusterer, (method, covariance, refine) in (clusterers or CLUSTERERS).items():
         for fit_seed in fit_seeds:
             dpst.tl.domains(
                 adata,

@@ -101,9 +101,7 @@ def latents(sections, args, started) -> dict:
                 if not path.exists():
                     print(f"missing {path}: run tests/benchmarks/domains.py first; skipped")
                     continue
-                result = dict(np.load(path))
-                if list(result["obs_names"]) != list(adata.obs_names):
-                    raise ValueError(f"{path}: its spots differ from the section's")
+                result = domains.load_cached(path, adata)
                 out.setdefault((section, rep), []).append(result | {"seed": seed})
     Path(args.own_cache_dir).mkdir(parents=True, exist_ok=True)
     limited = dict(part.split("=") for part in domains.words(args.slack_sections))
@@ -117,9 +115,7 @@ def latents(sections, args, started) -> dict:
                 path = one_sided_path(args, section, slack, seed)
                 rep = f"one-sided {slack:g} a100"
                 if path.exists():
-                    result, status = dict(np.load(path)), "cached"
-                    if list(result["obs_names"]) != list(adata.obs_names):
-                        raise ValueError(f"{path}: its spots differ from the section's")
+                    result, status = domains.load_cached(path, adata), "cached"
                 elif args.time_limit and time.perf_counter() - started > 60 * args.time_limit:
                     skipped.append(f"{section} {rep} seed {seed}")
                     continue
@@ -135,28 +131,6 @@ def latents(sections, args, started) -> dict:
     if skipped:
         print(f"--time-limit {args.time_limit} min reached; not trained: " + "; ".join(skipped), flush=True)
     return out
-
-
-def score(adata, codes, fit_seeds) -> list[dict]:
-    adata.obsm["_codes"] = np.asarray(codes, dtype=np.float64)
-    n_domains = adata.obs[domains.TRUTH].nunique()
-    rows = []
-    for clusterer, (method, covariance, refine) in CLUSTERERS.items():
-        for fit_seed in fit_seeds:
-            dpst.tl.domains(
-                adata,
-                "_codes",
-                n_domains,
-                method=method,
-                covariance_type=covariance,
-                refine=refine,
-                seed=fit_seed,
-                key_added="_domains",
-            )
-            ari = float(dpst.tl.domain_scores(adata, "_domains", truth_key=domains.TRUTH).loc["all", "ARI"])
-            rows.append({"clusterer": clusterer, "fit_seed": fit_seed, "ARI": ari})
-    del adata.obsm["_codes"], adata.obs["_domains"], adata.uns["_domains"], adata.uns["_domains_scores"]
-    return rows
 
 
 def main():
@@ -207,7 +181,7 @@ def main():
                     "L_0.1": float(dist["L_0.1"]),
                 }
             )
-            for row in score(adata, codes, fit_seeds):
+            for row in domains.score(adata, codes, fit_seeds, CLUSTERERS):
                 fits.append({"section": section, "representation": rep, "train_seed": int(result["seed"]), **row})
         print(f"scored {section} {rep}", flush=True)
     fits, quality = pd.DataFrame(fits), pd.DataFrame(quality)
