@@ -153,6 +153,45 @@ def test_duplicate_gene_names_made_unique(tmp_path, sim_adata):
     assert read.var["gene_ids"].equals(sim_adata.var["gene_ids"].set_axis(read.var_names))
 
 
+@pytest.mark.parametrize("pngs", ["hires and lowres", "lowres only"])
+def test_spatial_plots_with_their_defaults(tmp_path, sim_adata, pngs):
+    """squidpy's spatial_scatter and scanpy's spatial, called with their defaults,
+    lay every spot on the tissue of the image they show; the calibration is unchanged.
+    """
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():  # docrep's SyntaxWarnings on importing squidpy
+        warnings.simplefilter("ignore", SyntaxWarning)
+        import squidpy as sq
+
+    plt.switch_backend("Agg")
+    out = write_spaceranger(sim_adata, tmp_path / "outs")
+    if pngs == "lowres only":
+        (out / "spatial" / "tissue_hires_image.png").unlink()
+    read = read_spaceranger(out)
+    written = sim_adata.uns["spatial"]["sim_seed7"]["scalefactors"]
+    assert read.uns["spatial"]["sim_seed7"]["scalefactors"]["spot_diameter_fullres"] == written["spot_diameter_fullres"]
+    assert um_per_pixel(read) == um_per_pixel(sim_adata)
+    read.obs["total_counts"] = np.asarray(read.X.sum(axis=1)).ravel()
+
+    for name, plot in {
+        "squidpy": lambda: sq.pl.spatial_scatter(read, color="total_counts", return_ax=True),
+        "scanpy": lambda: sc.pl.spatial(read, color="total_counts", show=False)[0],
+    }.items():
+        ax = plot()
+        ax.figure.savefig(tmp_path / f"{name}.png")
+        image = np.asarray(ax.images[0].get_array())
+        background = image[0, 0]
+        spots = ax.collections[0].get_paths()
+        assert len(spots) == read.n_obs
+        for spot in spots:
+            x, y = (spot.vertices.min(axis=0) + spot.vertices.max(axis=0)) / 2
+            assert np.abs(image[round(y), round(x)] - background).max() > 0.05, (name, x, y)
+        plt.close(ax.figure)
+
+
 # --------------------------------------------------------------------------- #
 # reading: broken folders give SpaceRangerFormatError naming the file
 # --------------------------------------------------------------------------- #

@@ -212,6 +212,28 @@ def _read_images(spatial: Path) -> dict:
     return images
 
 
+def _plot_defaults(images: dict, scalefactors: dict) -> None:
+    """A folder with the low-resolution PNG only: that image is also ``images["hires"]``.
+
+    squidpy's ``spatial_scatter`` takes ``images["hires"]`` and its first scale
+    factor whose name holds ``"hires"`` unless told otherwise (scanpy's
+    ``spatial`` takes ``"hires"``, else ``"lowres"``), so ``tissue_hires_scalef``
+    becomes the low-resolution image's scale factor: every plot then lays the
+    spots on the image that is there. ``spot_diameter_fullres``, the only scale
+    factor the micrometre calibration reads, is left as it is.
+    """
+    lowres_scalef = scalefactors.get("tissue_lowres_scalef")
+    valid = (
+        isinstance(lowres_scalef, (int, float))
+        and not isinstance(lowres_scalef, bool)
+        and lowres_scalef > 0
+        and math.isfinite(lowres_scalef)
+    )
+    if "hires" not in images and "lowres" in images and valid:
+        images["hires"] = images["lowres"]
+        scalefactors["tissue_hires_scalef"] = lowres_scalef
+
+
 def _library_id(given: str | None, attrs: dict, h5: Path, count_file: str, path: Path) -> str:
     """Given id, else the file's ``library_ids``, else the download prefix, else the folder."""
     if given:
@@ -263,7 +285,10 @@ def read_spaceranger(
         ``array_col``; full-resolution pixels ``(x, y) = (pxl_col, pxl_row)``
         in ``obsm["spatial"]``; ``var["gene_ids"]`` with unique ``var_names``;
         and ``uns["spatial"][library_id]`` with ``images``, ``scalefactors``
-        and ``metadata``.
+        and ``metadata``. squidpy's ``spatial_scatter`` and scanpy's
+        ``spatial`` plot it with their defaults: where the folder has the
+        low-resolution PNG only, it is also ``images["hires"]``, and
+        ``tissue_hires_scalef`` is its scale factor.
 
     Raises
     ------
@@ -292,6 +317,7 @@ def read_spaceranger(
     positions = _read_positions(positions_file)
     scalefactors = _read_scalefactors(spatial / "scalefactors_json.json")
     images = _read_images(spatial)
+    _plot_defaults(images, scalefactors)
 
     on_tissue = positions.index[positions["in_tissue"] == 1]
     keep = adata.obs_names.isin(on_tissue)
