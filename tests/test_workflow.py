@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,82 @@ def demo_config_with(sections: dict) -> dict:
     return demo
 
 
+class _Cells(HTMLParser):
+    """The rows of an HTML table (header row first) and the text of its paragraphs."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.paragraphs, self._tag = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        if tag in ("th", "td", "p"):
+            self._tag = tag
+
+    def handle_endtag(self, tag):
+        self._tag = None
+
+    def handle_data(self, data):
+        if self._tag in ("th", "td"):
+            self.rows[-1].append(data)
+        elif self._tag == "p":
+            self.paragraphs.append(data)
+
+
+def read_html_table(path: Path) -> tuple[pd.DataFrame, str]:
+    parser = _Cells()
+    parser.feed(path.read_text())
+    header, *rows = parser.rows
+    return pd.DataFrame(rows, columns=header), " ".join(parser.paragraphs)
+
+
+def test_report_tables_are_rounded_and_say_why_published_cells_are_missing(workdir):
+    """The table1 rule alone, on a runs table with many digits: the CSV keeps them, the report's HTML rounds."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["published_sections"] = {"S1": "A1"}  # S1 is compared with the study's A1; S2 has no counterpart
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame(
+        [
+            {"section": s, "model": m, "alpha": a, "seed": seed, "moran_I": rng.uniform(0.3, 0.8), "geary_C": 0.5}
+            for s in ("S1", "S2")
+            for m in ("vae", "scvi")
+            for a in (0.0, 100.0)
+            for seed in (0, 1)
+        ]
+    )
+    (workdir / "results" / "metrics").mkdir(parents=True)
+    runs.to_csv(workdir / "results" / "metrics" / "runs.tsv", sep="\t", index=False)
+    targets = ("results/table1/table1.html", "results/table1/table1_vs_published.html")
+    snakemake(
+        workdir, *targets, "--cores", "1", "--allowed-rules", "table1", "--configfile", write_config(workdir, config)
+    )
+
+    vae_off = runs[(runs["model"] == "vae") & (runs["alpha"] == 0)].groupby("section")["moran_I"]
+    full = pd.read_csv(workdir / "results" / "table1" / "table1.csv")
+    row = full[(full["group"] == "Distorted") & (full["model"] == "vae") & (full["metric"] == "moran_I")]
+    np.testing.assert_allclose(row["mean"], vae_off.mean().loc[row["section"]], rtol=1e-12)  # every digit
+
+    table, note = read_html_table(workdir / "results" / "table1" / "table1.html")
+    assert list(table.columns) == ["group", "method", "I S1", "I S2", "C S1", "C S2"]
+    mean, sd = vae_off.mean()["S1"], vae_off.std()["S1"]
+    assert table.loc[(table["group"] == "Distorted") & (table["method"] == "VAE"), "I S1"].item() == (
+        f"{mean:.2f} ({sd:.2f})"
+    )
+    assert table["C S2"].eq("0.50 (0.00)").all()
+    assert "two decimals" in note and "table1.csv holds every digit" in note
+
+    compare, note = read_html_table(workdir / "results" / "table1" / "table1_vs_published.html")
+    s1 = compare[(compare["section"] == "S1") & (compare["group"] == "Distorted") & (compare["method"] == "VAE")]
+    s1 = s1.set_index("metric")
+    assert s1.loc["Moran's I", "study section"] == "A1"
+    assert s1.loc["Moran's I", "published"] == "0.55 (0.05)"  # the study's A1, VAE, Distorted
+    assert s1.loc["Moran's I", "difference"] == f"{mean - 0.55:+.2f}"
+    s2 = compare[compare["section"] == "S2"]
+    assert (s2[["study section", "published", "difference"]] == "n/a").all().all()
+    assert "S2 is not among them" in note and "A1, A2, P1, P2" in note
+
+
 # ---------------------------------------------------------------------- demo
 @pytest.mark.slow
 def test_demo_end_to_end(demo_run):
@@ -109,7 +186,11 @@ def test_demo_end_to_end(demo_run):
     # the report holds every figure and table with its caption
     snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
-    assert "figure4.png" in html and "table1.csv" in html and "local metric" in html
+    assert "figure4.png" in html and "table1.html" in html and "local metric" in html
+    # Table 1 as the report shows it: two decimals, and why the published cells of the simulated sections read n/a
+    assert "table1_vs_published.html" in html and "n/a: here S1 (simulated), S2 (simulated)" in html
+    table, _ = read_html_table(results / "table1" / "table1.html")
+    assert table.drop(columns=["group", "method"]).stack().str.fullmatch(r"-?\d\.\d\d \(\d\.\d\d\)").all()
 
     # changing one seed reruns only the runs of that seed (and the summaries)
     config = yaml.safe_load((workdir / "config/demo.yaml").read_text())

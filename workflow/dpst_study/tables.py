@@ -7,6 +7,7 @@ The input is the workflow's tidy ``runs`` table, one row per trained model
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ GROUP_ON = "Distance Preserving"
 GROUPS = (GROUP_OFF, GROUP_ON)
 METRICS = ("moran_I", "geary_C")
 METRIC_LETTER = {"moran_I": "I", "geary_C": "C"}
+METRIC_NAME = {"moran_I": "Moran's I", "geary_C": "Geary's C"}
 # LaTeX column headings (raw LaTeX, not escaped): the arrow says which way is "more autocorrelated".
 METRIC_TITLE_LATEX = {"I": r"Moran's $I$ $\uparrow$", "C": r"Geary's $C$ $\downarrow$"}
 MODEL_ORDER = ("vae", "scvi")
@@ -292,6 +294,74 @@ def comparison_markdown(comparison: pd.DataFrame, decimals: int = 3) -> str:
     return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
+def report_notes(long: pd.DataFrame, comparison: pd.DataFrame) -> tuple[str, str]:
+    """What the report's two tables need said under them: rounding, one seed, sections without published values."""
+    rounding = "Rounded to two decimals, as the study prints them; {} holds every digit."
+    one_seed = " The sd reads n/a with one seed." if (long["n_seeds"] < 2).any() else ""
+    table_note = rounding.format("table1.csv") + one_seed
+    unpublished = list(dict.fromkeys(comparison.loc[comparison["published_mean"].isna(), "section"]))
+    compare_note = rounding.format("table1_vs_published.csv") + one_seed
+    if unpublished:
+        one = len(unpublished) == 1
+        compare_note += (
+            f" Published values exist for the study's 10x mouse brain sections {', '.join(sorted(STUDY_SECTIONS))} only "
+            f"(the config's published_sections maps section names to them); {', '.join(map(str, unpublished))} "
+            f"{'is' if one else 'are'} not among them, so {'its' if one else 'their'} study section, published and "
+            "difference cells read n/a."
+        )
+    return table_note, compare_note
+
+
+def _cells(means: pd.Series, sds: pd.Series, decimals: int) -> list[str]:
+    return [format_cell(m, s, decimals) for m, s in zip(means, sds, strict=True)]
+
+
+def comparison_report(comparison: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """``compare_published``'s output as the report shows it: "mean (sd)" cells at the study's two decimals.
+
+    Columns group, method, metric, section, study section, seeds, ours,
+    published, difference (ours minus published, signed). A section with no
+    published counterpart reads "n/a" in the study section, published and
+    difference columns.
+    """
+    _require_columns(comparison, ["group", "model", "metric", "section", "published_section", "n_seeds"])
+    _require_columns(comparison, ["ours_mean", "ours_sd", "published_mean", "published_sd", "difference"])
+    published = comparison["published_mean"].notna()
+    return pd.DataFrame(
+        {
+            "group": comparison["group"],
+            "method": [MODEL_LABEL.get(m, m) for m in comparison["model"]],
+            "metric": [METRIC_NAME.get(m, m) for m in comparison["metric"]],
+            "section": comparison["section"],
+            "study section": comparison["published_section"].where(published, MISSING_CELL),
+            "seeds": comparison["n_seeds"],
+            "ours": _cells(comparison["ours_mean"], comparison["ours_sd"], decimals),
+            "published": _cells(comparison["published_mean"], comparison["published_sd"], decimals),
+            "difference": [MISSING_CELL if pd.isna(d) else f"{d:+.{decimals}f}" for d in comparison["difference"]],
+        }
+    )
+
+
+_HTML_STYLE = (
+    "body{font-family:sans-serif;font-size:14px;margin:1em}"
+    "table{border-collapse:collapse}"
+    "th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}"
+    "th{border-bottom:2px solid #888}"
+    "p{max-width:60em;color:#444}"
+)
+
+
+def to_html(table: pd.DataFrame, title: str, note: str = "") -> str:
+    """A standalone HTML page with ``table`` (cells printed as they are), a title and a note below it."""
+    body = table.to_html(index=False, border=0, na_rep=MISSING_CELL, escape=True)
+    note_html = f"<p>{html.escape(note)}</p>\n" if note else ""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n<h3>{html.escape(title)}</h3>\n{body}\n{note_html}"
+        "</body>\n</html>\n"
+    )
+
+
 PathArg = str | PathLike
 
 
@@ -304,22 +374,30 @@ def write_table1(
 ) -> pd.DataFrame:
     """Write Table 1 as the files named in ``paths`` and return the long table.
 
-    Keys: "csv" (long, full precision), "md", "tex", "compare_csv" and
-    "compare_md" (beside the published values); each is optional.
+    Keys: "csv" (long, full precision), "md", "tex", "html" (the paper's
+    layout at two decimals, for the report), "compare_csv", "compare_md" and
+    "compare_html" (beside the published values); each is optional.
     """
-    known = {"csv", "md", "tex", "compare_csv", "compare_md"}
+    known = {"csv", "md", "tex", "html", "compare_csv", "compare_md", "compare_html"}
     unknown = set(paths) - known
     if unknown:
         raise ValueError(f"unknown output key(s) {sorted(unknown)}; expected some of {sorted(known)}")
     long = table1(runs, alpha_on, sections)
     wide = table1_wide(long)
     comparison = compare_published(long, section_map)
+    notes = report_notes(long, comparison)
     writers = {
         "csv": lambda p: long.to_csv(p, index=False),
         "md": lambda p: Path(p).write_text(to_markdown(wide)),
         "tex": lambda p: Path(p).write_text(to_latex(wide)),
         "compare_csv": lambda p: comparison.to_csv(p, index=False),
         "compare_md": lambda p: Path(p).write_text(comparison_markdown(comparison)),
+        "html": lambda p: Path(p).write_text(
+            to_html(wide, "Table 1: Moran's I and Geary's C, mean (sd) over seeds", notes[0])
+        ),
+        "compare_html": lambda p: Path(p).write_text(
+            to_html(comparison_report(comparison), "Table 1 beside the published values", notes[1])
+        ),
     }
     for key, path in paths.items():
         with atomic_path(path) as tmp:

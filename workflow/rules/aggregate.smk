@@ -24,19 +24,21 @@ rule table1:
     input:
         "results/metrics/runs.tsv",
     output:
-        csv=report(
-            "results/table1/table1.csv",
+        csv="results/table1/table1.csv",
+        md="results/table1/table1.md",
+        tex="results/table1/table1.tex",
+        html=report(
+            "results/table1/table1.html",
             caption="../report/table1.rst",
             category="Table 1",
         ),
-        md="results/table1/table1.md",
-        tex="results/table1/table1.tex",
-        compare_csv=report(
-            "results/table1/table1_vs_published.csv",
+        compare_csv="results/table1/table1_vs_published.csv",
+        compare_md="results/table1/table1_vs_published.md",
+        compare_html=report(
+            "results/table1/table1_vs_published.html",
             caption="../report/table1_vs_published.rst",
             category="Table 1",
         ),
-        compare_md="results/table1/table1_vs_published.md",
     log:
         "logs/aggregate/table1.log",
     conda:

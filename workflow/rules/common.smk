@@ -328,8 +328,10 @@ def final_outputs():
             "table1.csv",
             "table1.md",
             "table1.tex",
+            "table1.html",
             "table1_vs_published.csv",
             "table1_vs_published.md",
+            "table1_vs_published.html",
         )
     ]
     figures = [
