@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int, check_real
 from .graph import SpatialGraph
-from .module import DistortionPenalty, VAEModule, pair_distances
+from .module import BATCH_KEY, X_KEY, DistortionPenalty, VAEModule, pair_distances, take_rows
 
 # held-out sets above this many spots are scored chunk by chunk
 VALIDATION_CHUNK = 16_384
@@ -136,6 +136,41 @@ def dense_rows(x, rows: np.ndarray | slice, device: torch.device) -> torch.Tenso
     return torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
 
 
+class SpotData:
+    """What a module reads of each spot, addressable by rows: the input matrix and batch codes.
+
+    Built by a model's data registration (:mod:`dpst.model`); the training loop
+    and inference take batches of it as the dictionary of tensors the modules
+    read (:data:`dpst.module.X_KEY`, :data:`dpst.module.BATCH_KEY`).
+
+    Parameters
+    ----------
+    x
+        ``(n_obs, n_input)`` dense or sparse model input; kept as is (dense rows
+        are made per batch).
+    batch
+        ``(n_obs,)`` integer batch codes, or None without batches.
+    """
+
+    def __init__(self, x, batch: np.ndarray | None = None):
+        self.x = x
+        self.batch = None if batch is None else np.asarray(batch, dtype=np.int64)
+        if self.batch is not None and self.batch.shape != (x.shape[0],):
+            raise ValueError(f"batch codes must have shape ({x.shape[0]},), got {self.batch.shape}")
+
+    @property
+    def n_obs(self) -> int:
+        """Number of spots."""
+        return self.x.shape[0]
+
+    def rows(self, rows: np.ndarray | slice, device: torch.device) -> dict[str, torch.Tensor]:
+        """The tensors of spots ``rows`` on ``device``."""
+        tensors = {X_KEY: dense_rows(self.x, rows, device)}
+        if self.batch is not None:
+            tensors[BATCH_KEY] = torch.as_tensor(self.batch[rows], device=device)
+        return tensors
+
+
 # Edges whose chance of falling inside one tile is below this are not left to the tiles
 # (their 1 / p weight would be large): each is counted in the batch of its first spot.
 LONG_EDGE_INCLUSION = 0.25
@@ -213,18 +248,24 @@ class _PairSampler:
         self.long = inclusion < LONG_EDGE_INCLUSION
         self.inverse_inclusion = graph.weights / np.where(self.long, 1.0, inclusion)
 
-    def full(self):
-        """(edges or None for all pairs, ds, weights) over the whole graph."""
-        return self.edges, self.ds, None if self.complete else self.weights
+    def full_args(self) -> tuple:
+        """The penalty's ``(edges or None for all pairs, ds, weights, denominator)`` over the whole graph."""
+        return self.edges, self.ds, None if self.complete else self.weights, self.denominator
 
-    def seeds_batch(self, seeds: np.ndarray):
-        """Complete graph: all pairs among the seeds, scaled to the full number of pairs.
+    def seeds_args(self, seeds: np.ndarray, coords: torch.Tensor) -> tuple:
+        """Complete graph: all pairs among ``seeds`` (training-graph numbering), scaled to the full number of pairs.
 
-        Returns (spots to encode, denominator); the caller takes ds from the seeds' coordinates.
+        ``coords`` are the training spots' coordinates on the device. Returns the
+        penalty's ``(None, ds, None, denominator)``.
         """
         n_pairs = len(seeds) * (len(seeds) - 1) / 2
         scale = (self.graph.n_obs * (self.graph.n_obs - 1) / 2) / n_pairs
-        return seeds, self.denominator / scale
+        ds = pair_distances(coords[torch.as_tensor(seeds, device=coords.device)])
+        return None, ds, None, self.denominator / scale
+
+    def tile_args(self, batch: _Batch) -> tuple:
+        """The penalty's ``(edges, ds, weights, denominator)`` of a tiled batch."""
+        return batch.edges, batch.ds, batch.weights, self.denominator
 
     def tiles(self, rng: np.random.Generator) -> np.ndarray:
         """Each spot's tile (0, 1, ...) for a grid of side ``tile`` at a random offset, within its section."""
@@ -367,14 +408,14 @@ class _EpochLog:
 def train_module(
     module: VAEModule,
     penalty: DistortionPenalty,
-    x,
+    data: SpotData,
     coords: np.ndarray,
     graph: SpatialGraph,
     penalty_settings: PenaltySettings,
     settings: TrainingSettings,
     libraries: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Fit ``module`` (and ``penalty``'s lam) on spots ``x`` with coordinates ``coords``.
+    """Fit ``module`` (and ``penalty``'s lam) on the spots of ``data`` with coordinates ``coords``.
 
     ``libraries`` (each spot's section code, or None for one section) keeps
     minibatch tiles within sections. Returns the per-epoch history and the
@@ -383,10 +424,10 @@ def train_module(
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    train_idx, val_idx = split_spots(x.shape[0], settings.validation_fraction, settings.seed)
+    train_idx, val_idx = split_spots(data.n_obs, settings.validation_fraction, settings.seed)
     if len(train_idx) < 2:  # BatchNorm needs two spots
         raise ValueError(
-            f"{len(train_idx)} training spot(s) left of {x.shape[0]} after holding out "
+            f"{len(train_idx)} training spot(s) left of {data.n_obs} after holding out "
             f"validation_fraction={settings.validation_fraction:g}; training needs at least 2"
         )
     train_graph = graph.subgraph(train_idx)
@@ -414,10 +455,10 @@ def train_module(
     )
     full_batch = settings.batch_size is None or settings.batch_size >= len(train_idx)
     batch_size = settings.batch_size or len(train_idx)  # spots per step when not full batch
-    x_train = dense_rows(x, train_idx, device) if full_batch else None
+    train_tensors = data.rows(train_idx, device) if full_batch else None
     # a large held-out set stays sparse on the host and is scored in chunks (10^5 x 2,000 genes dense: 800 MB)
     chunked_val = len(val_idx) > VALIDATION_CHUNK
-    x_val = dense_rows(x, val_idx, device) if len(val_idx) and not chunked_val else None
+    val_tensors = data.rows(val_idx, device) if len(val_idx) and not chunked_val else None
 
     # on the CPU a per-step check costs nothing; on a GPU it would wait for every step
     check_each_step = device.type == "cpu"
@@ -440,25 +481,19 @@ def train_module(
             batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
             batches = [seeds for seeds in batches if len(seeds) >= 2]  # BatchNorm needs two spots
         steps = []
-        for seeds in batches:
-            if seeds is None:
-                step = _full_step(module, penalty, x_train, pairs, kl_weight, penalty_on, penalty_settings)
-            elif isinstance(seeds, _Batch):
-                step = _tile_step(module, penalty, x, train_idx, pairs, seeds, kl_weight, penalty_settings, device)
-            else:
-                step = _batch_step(
-                    module,
-                    penalty,
-                    x,
-                    train_idx,
-                    coords_train,
-                    pairs,
-                    seeds,
-                    kl_weight,
-                    penalty_on,
-                    penalty_settings,
-                    device,
+        for batch in batches:
+            if batch is None:
+                tensors, pair_args, n_elbo = train_tensors, (pairs.full_args() if penalty_on else None), None
+            elif isinstance(batch, _Batch):
+                tensors, pair_args, n_elbo = (
+                    data.rows(train_idx[batch.spots], device),
+                    pairs.tile_args(batch),
+                    batch.n_elbo,
                 )
+            else:
+                tensors, n_elbo = data.rows(batch, device), None
+                pair_args = pairs.seeds_args(np.searchsorted(train_idx, batch), coords_train) if penalty_on else None
+            step = _step(module, penalty, tensors, pair_args, n_elbo, kl_weight, penalty_settings)
             if check_each_step:
                 _check_finite(step, epoch, settings.lr, penalty_settings.alpha)
             optimizer.zero_grad(set_to_none=True)
@@ -467,10 +502,10 @@ def train_module(
             step["loss"] = step["loss"].detach()
             steps.append(step)
         validation: torch.Tensor | None
-        if x_val is not None:
-            validation = _validation_elbo(module, x_val)
+        if val_tensors is not None:
+            validation = _validation_elbo(module, val_tensors)
         elif chunked_val:
-            validation = _chunked_validation_elbo(module, x, val_idx, device)
+            validation = _chunked_validation_elbo(module, data, val_idx, device)
         else:
             validation = None
         lam = penalty.lam_tensor() if penalty_on else None
@@ -555,8 +590,8 @@ def _check_finite_weights(module, penalty, lr: float, alpha: float) -> None:
         )
 
 
-def _objective(module, penalty, x, inf, gen, kl_weight, dis, settings):
-    terms = module.loss_terms(x, inf, gen)
+def _objective(module, tensors, inf, gen, kl_weight, dis, settings):
+    terms = module.loss_terms(tensors, inf, gen)
     reconstruction, kl = terms["reconstruction"].mean(), terms["kl"].mean()
     loss = reconstruction + kl_weight * kl
     if dis is not None:
@@ -581,67 +616,58 @@ def _pair_penalty(penalty: DistortionPenalty, z: torch.Tensor, edges, ds, weight
     return penalty(dz, ds, weights, denominator)
 
 
-def _full_step(module, penalty, x, pairs: _PairSampler, kl_weight, penalty_on, settings):
-    inf, gen = module(x)
-    dis = None
-    if penalty_on:
-        edges, ds, weights = pairs.full()
-        dis = _pair_penalty(penalty, _penalty_latent(inf, settings), edges, ds, weights, pairs.denominator)
-    return _objective(module, penalty, x, inf, gen, kl_weight, dis, settings)
+def _step(module, penalty, tensors, pair_args, n_elbo, kl_weight, settings: PenaltySettings) -> dict:
+    """One step's objective, the same for full batch, random minibatches and tiles.
+
+    Every spot of ``tensors`` is encoded; the first ``n_elbo`` (None: all) are
+    decoded and carry the ELBO, the rest are the far ends of long pairs (tiles).
+    ``pair_args`` are the penalty's ``(edges, ds, weights, denominator)``, None
+    when the penalty is off.
+    """
+    inf = module.inference(tensors)
+
+    def distortion():
+        return None if pair_args is None else _pair_penalty(penalty, _penalty_latent(inf, settings), *pair_args)
+
+    # autograd sums z's two gradients in the order their consumers were built: tiles measure
+    # the penalty before decoding, the other steps after, as before they shared this function,
+    # so that every run repeats its earlier results to the bit
+    dis = distortion() if n_elbo is not None else None
+    if n_elbo is not None and n_elbo < len(inf["z"]):
+        elbo_tensors, elbo_inf = take_rows(tensors, n_elbo), take_rows(inf, n_elbo)
+    else:
+        elbo_tensors, elbo_inf = tensors, inf
+    gen = module.generative(elbo_inf["z"], elbo_tensors)
+    if n_elbo is None:
+        dis = distortion()
+    return _objective(module, elbo_tensors, elbo_inf, gen, kl_weight, dis, settings)
 
 
-def _batch_step(
-    module, penalty, x, train_idx, coords_train, pairs: _PairSampler, seeds, kl_weight, penalty_on, settings, device
-):
-    """Random seeds: without the penalty, or with the complete graph (all pairs among the seeds)."""
-    # seeds are spot indices into x; the pair graph is numbered over train_idx
-    xb = dense_rows(x, seeds, device)
-    inf, gen = module(xb)
-    dis = None
-    if penalty_on:
-        spots, denominator = pairs.seeds_batch(np.searchsorted(train_idx, seeds))
-        ds = pair_distances(coords_train[torch.as_tensor(spots, device=device)])
-        dis = _pair_penalty(penalty, _penalty_latent(inf, settings), None, ds, None, denominator)
-    return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
-
-
-def _tile_step(module, penalty, x, train_idx, pairs: _PairSampler, batch: _Batch, kl_weight, settings, device):
-    """A tiled batch: encode its spots (and long edges' extras), decode only the ELBO spots."""
-    xb = dense_rows(x, train_idx[batch.spots], device)
-    inf = module.inference(xb)
-    dis = _pair_penalty(
-        penalty, _penalty_latent(inf, settings), batch.edges, batch.ds, batch.weights, pairs.denominator
-    )
-    n = batch.n_elbo
-    if n < len(xb):
-        xb, inf = xb[:n], {key: value[:n] for key, value in inf.items()}
-    gen = module.generative(inf["z"], xb)
-    return _objective(module, penalty, xb, inf, gen, kl_weight, dis, settings)
-
-
-def _negative_elbo(module: VAEModule, x: torch.Tensor) -> torch.Tensor:
+def _negative_elbo(module: VAEModule, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-spot negative ELBO with KL weight 1."""
-    inf, gen = module(x)
-    terms = module.loss_terms(x, inf, gen)
+    inf, gen = module(tensors)
+    terms = module.loss_terms(tensors, inf, gen)
     return terms["reconstruction"] + terms["kl"]
 
 
 @torch.no_grad()
-def _validation_elbo(module: VAEModule, x_val: torch.Tensor) -> torch.Tensor:
+def _validation_elbo(module: VAEModule, val_tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean negative ELBO (KL weight 1) of the held-out spots, in eval mode, on the device."""
     module.eval()
-    mean = _negative_elbo(module, x_val).mean()
+    mean = _negative_elbo(module, val_tensors).mean()
     module.train()
     return mean
 
 
 @torch.no_grad()
-def _chunked_validation_elbo(module: VAEModule, x, val_idx: np.ndarray, device: torch.device) -> torch.Tensor:
+def _chunked_validation_elbo(
+    module: VAEModule, data: SpotData, val_idx: np.ndarray, device: torch.device
+) -> torch.Tensor:
     """:func:`_validation_elbo` over ``VALIDATION_CHUNK`` held-out spots at a time (eval mode: no batch effects)."""
     module.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, len(val_idx), VALIDATION_CHUNK):
-        chunk = dense_rows(x, val_idx[start : start + VALIDATION_CHUNK], device)
+        chunk = data.rows(val_idx[start : start + VALIDATION_CHUNK], device)
         total += _negative_elbo(module, chunk).double().sum()
     module.train()
     return total / len(val_idx)  # float64 division on the device: the bits of the host's

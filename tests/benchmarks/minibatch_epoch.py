@@ -112,8 +112,7 @@ def steps_mode(cls, adata, args):
     order = train_idx[rng.permutation(len(train_idx))]
     plain = [order[b : b + args.batch_size] for b in range(0, len(order), args.batch_size)]
     plain_assembly = time.perf_counter() - start
-    x = models[0.0]._input(adata)
-    coords_train = torch.as_tensor(models[0.0].coords, dtype=torch.float32, device=device)
+    data = models[0.0].registry.spot_data(adata)
     for model in models.values():
         model.module.to(device).train()
         model.penalty.to(device)
@@ -125,11 +124,11 @@ def steps_mode(cls, adata, args):
     def step(alpha, i):
         m = models[alpha]
         if alpha == 0.0:
-            out = T._batch_step(
-                m.module, m.penalty, x, train_idx, coords_train, sampler, plain[i], 1.0, False, settings, device
-            )
+            out = T._step(m.module, m.penalty, data.rows(plain[i], device), None, None, 1.0, settings)
         else:
-            out = T._tile_step(m.module, m.penalty, x, train_idx, sampler, tiled[i], 1.0, settings, device)
+            batch = tiled[i]
+            tensors = data.rows(train_idx[batch.spots], device)
+            out = T._step(m.module, m.penalty, tensors, sampler.tile_args(batch), batch.n_elbo, 1.0, settings)
         optimizers[alpha].zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizers[alpha].step()

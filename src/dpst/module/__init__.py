@@ -1,12 +1,13 @@
 """Torch modules: shared encoder/decoder blocks, the two backbones, the penalty.
 
 Each backbone is a :class:`VAEModule`: ``inference`` (encoder), ``generative``
-(decoder) and ``loss_terms`` (per-spot negative ELBO terms). The
+(decoder) and ``loss_terms`` (per-spot negative ELBO terms), each over a
+dictionary of tensors (:data:`X_KEY`, the input; :data:`BATCH_KEY`, batch codes). The
 :class:`DistortionPenalty` acts on latent and spatial distances only and
 knows nothing of the backbone.
 """
 
-from ._base import VAEModule
+from ._base import BATCH_KEY, X_KEY, VAEModule, take_rows
 from ._blocks import Encoder, HiddenLayers
 from ._gaussian import GaussianVAEModule
 from ._likelihoods import gaussian_log_prob, nb_log_prob, zinb_log_prob
@@ -14,6 +15,8 @@ from ._penalty import DistortionPenalty, pair_distances
 from ._scvi import SCVIModule
 
 __all__ = [
+    "BATCH_KEY",
+    "X_KEY",
     "DistortionPenalty",
     "Encoder",
     "GaussianVAEModule",
@@ -23,5 +26,6 @@ __all__ = [
     "gaussian_log_prob",
     "nb_log_prob",
     "pair_distances",
+    "take_rows",
     "zinb_log_prob",
 ]

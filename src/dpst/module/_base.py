@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dpst._checks import check_int, check_real
 from dpst.module._blocks import Encoder
 
+# The keys of the tensor dictionary every method of a module takes (scvi-tools' style):
+X_KEY = "x"  # (n, n_input) float32 model input: log-normalized expression (VAE) or counts (scVI)
+BATCH_KEY = "batch"  # (n,) int64 batch code of each spot; absent when the module has no batches
+
+
+def take_rows(tensors: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """The first ``n`` rows of every tensor of a dictionary (of spots, or of a module's outputs)."""
+    return {key: value[:n] for key, value in tensors.items()}
+
 
 class VAEModule(nn.Module):
     """A VAE over spots with a standard normal prior on z.
 
-    Subclasses define how the input becomes the encoder's input
-    (:meth:`encoder_input`), the decoder (:meth:`generative`), the observation
-    log-likelihood (:meth:`log_likelihood`) and the reconstruction in
-    log-normalized space (:meth:`log_normalized`). The training loop
+    Every method takes a dictionary of tensors (:data:`X_KEY`, the model input,
+    and with ``n_batch > 0`` :data:`BATCH_KEY`, each spot's batch code), as
+    scvi-tools' modules do, so that covariates reach the networks without
+    changing a signature. Subclasses define how the input becomes the encoder's
+    input (:meth:`encoder_input`), the decoder (:meth:`generative`), the
+    observation log-likelihood (:meth:`log_likelihood`) and the reconstruction
+    in log-normalized space (:meth:`log_normalized`). The training loop
     (:func:`dpst.train.train_module`) needs nothing else, which is how both
     backbones share it and the penalty.
 
@@ -31,6 +44,10 @@ class VAEModule(nn.Module):
         Number of hidden layers.
     dropout_rate
         Dropout after each hidden layer of the encoder, in ``[0, 1)``.
+    n_batch
+        Number of batches; with more than 0, each spot's batch (one-hot) is
+        appended to the encoder's and the decoder's input. 0: no batches, and
+        the networks are exactly those of a module without them.
 
     Raises
     ------
@@ -46,6 +63,7 @@ class VAEModule(nn.Module):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
+        n_batch: int = 0,
     ):
         super().__init__()
         n_input = check_int("n_input (number of genes)", n_input, minimum=1)
@@ -54,21 +72,30 @@ class VAEModule(nn.Module):
         n_layers = check_int("n_layers", n_layers, minimum=1)
         # dropout 1 zeroes every hidden unit: the encoder would see no input
         dropout_rate = check_real("dropout_rate", dropout_rate, at_least=0, below=1)
+        self.n_batch = check_int("n_batch", n_batch, minimum=0)
         self.n_input = n_input
         self.n_latent = n_latent
-        self.encoder = Encoder(n_input, n_latent, n_hidden, n_layers, dropout_rate)
+        self.encoder = Encoder(n_input + self.n_batch, n_latent, n_hidden, n_layers, dropout_rate)
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the encoder sees of the input ``x``: ``x`` itself unless a subclass transforms it."""
         return x
 
-    def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def with_batch(self, h: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``h`` with each spot's batch one-hot appended (``h`` itself without batches)."""
+        if not self.n_batch:
+            return h
+        one_hot = F.one_hot(tensors[BATCH_KEY], self.n_batch).to(h.dtype)
+        return torch.cat([h, one_hot], dim=-1)
+
+    def inference(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Encode a batch of spots.
 
         Parameters
         ----------
-        x
-            ``(n, n_input)`` input of the backbone.
+        tensors
+            :data:`X_KEY`, the ``(n, n_input)`` input of the backbone, and
+            :data:`BATCH_KEY` with batches.
 
         Returns
         -------
@@ -76,19 +103,20 @@ class VAEModule(nn.Module):
             ``qz_mean`` and ``qz_var``, the posterior's mean and variance, and
             ``z``, one reparameterized sample; each ``(n, n_latent)``.
         """
-        qz_mean, qz_var, z = self.encoder(self.encoder_input(x))
+        encoded = self.with_batch(self.encoder_input(tensors[X_KEY]), tensors)
+        qz_mean, qz_var, z = self.encoder(encoded)
         return {"qz_mean": qz_mean, "qz_var": qz_var, "z": z}
 
-    def generative(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generative(self, z: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decode latent codes into the parameters of the observation model.
 
         Parameters
         ----------
         z
             ``(n, n_latent)`` latent codes.
-        x
-            ``(n, n_input)`` input of the same spots (scVI reads the library
-            size from it).
+        tensors
+            The same spots' tensors (scVI reads the library size from the
+            input; with batches, the decoder reads the batch).
 
         Returns
         -------
@@ -144,13 +172,13 @@ class VAEModule(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, use_mean: bool = False):
+    def forward(self, tensors: dict[str, torch.Tensor], use_mean: bool = False):
         """Encode, then decode the sampled code (or the posterior mean with ``use_mean``).
 
         Parameters
         ----------
-        x
-            ``(n, n_input)`` input.
+        tensors
+            The spots' tensors (see :meth:`inference`).
         use_mean
             Decode the posterior mean instead of the sample.
 
@@ -159,21 +187,21 @@ class VAEModule(nn.Module):
         tuple of dict
             ``(inf, gen)``: the outputs of :meth:`inference` and :meth:`generative`.
         """
-        inf = self.inference(x)
-        gen = self.generative(inf["qz_mean"] if use_mean else inf["z"], x)
+        inf = self.inference(tensors)
+        gen = self.generative(inf["qz_mean"] if use_mean else inf["z"], tensors)
         return inf, gen
 
     def loss_terms(
-        self, x: torch.Tensor, inf: dict[str, torch.Tensor], gen: dict[str, torch.Tensor]
+        self, tensors: dict[str, torch.Tensor], inf: dict[str, torch.Tensor], gen: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Per-spot terms of the negative ELBO.
 
         Parameters
         ----------
-        x
-            ``(n, n_input)`` input.
+        tensors
+            The spots' tensors.
         inf, gen
-            The outputs of :meth:`inference` and :meth:`generative` for ``x``.
+            The outputs of :meth:`inference` and :meth:`generative` for them.
 
         Returns
         -------
@@ -181,7 +209,7 @@ class VAEModule(nn.Module):
             ``reconstruction``, the negative log-likelihood summed over genes,
             and ``kl``, KL(q(z | x) || N(0, I)); each of shape ``(n,)``.
         """
-        reconstruction = -self.log_likelihood(x, gen).sum(-1)
+        reconstruction = -self.log_likelihood(tensors[X_KEY], gen).sum(-1)
         mean, var = inf["qz_mean"], inf["qz_var"]
         kl = 0.5 * (var + mean**2 - 1.0 - torch.log(var)).sum(-1)
         return {"reconstruction": reconstruction, "kl": kl}

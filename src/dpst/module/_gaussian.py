@@ -19,34 +19,41 @@ class GaussianVAEModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch
         As for :class:`VAEModule`.
     """
 
     def __init__(
-        self, n_input: int, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1, dropout_rate: float = 0.1
+        self,
+        n_input: int,
+        n_latent: int = 10,
+        n_hidden: int = 128,
+        n_layers: int = 1,
+        dropout_rate: float = 0.1,
+        n_batch: int = 0,
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate)
-        self.decoder = HiddenLayers(n_latent, n_hidden, n_layers, dropout_rate=0.0)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch)
+        self.decoder = HiddenLayers(n_latent + self.n_batch, n_hidden, n_layers, dropout_rate=0.0)
         self.mean = nn.Linear(n_hidden, n_input)
         self.log_var = nn.Parameter(torch.zeros(n_input))
 
-    def generative(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generative(self, z: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decode ``z``.
 
         Parameters
         ----------
         z
             ``(n, n_latent)`` latent codes.
-        x
-            Not used; the signature is shared with the other backbone.
+        tensors
+            The same spots' tensors: the decoder reads their batch, if any.
 
         Returns
         -------
         dict
             ``mean`` and ``log_var``, each ``(n, n_input)``.
         """
-        return {"mean": self.mean(self.decoder(z)), "log_var": self.log_var.expand(len(z), -1)}
+        h = self.decoder(self.with_batch(z, tensors))
+        return {"mean": self.mean(h), "log_var": self.log_var.expand(len(z), -1)}
 
     def log_likelihood(self, x: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """Elementwise Gaussian log-density of ``x`` (see :func:`gaussian_log_prob`)."""

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._base import VAEModule
+from ._base import BATCH_KEY, X_KEY, VAEModule
 from ._blocks import HiddenLayers
 from ._likelihoods import nb_log_prob, zinb_log_prob
 
@@ -22,15 +22,19 @@ class SCVIModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch
         As for :class:`VAEModule`.
     likelihood
         ``"zinb"`` or ``"nb"``.
+    dispersion
+        ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: one per
+        gene and batch (scvi-tools' names).
 
     Raises
     ------
     ValueError
-        When ``likelihood`` is neither.
+        When ``likelihood`` or ``dispersion`` is none of its values, or
+        ``"gene-batch"`` is asked without batches.
     """
 
     def __init__(
@@ -40,45 +44,54 @@ class SCVIModule(VAEModule):
         n_hidden: int = 128,
         n_layers: int = 1,
         dropout_rate: float = 0.1,
+        n_batch: int = 0,
         likelihood: Literal["zinb", "nb"] = "zinb",
+        dispersion: Literal["gene", "gene-batch"] = "gene",
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch)
         if likelihood not in ("zinb", "nb"):
             raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}")
-        self.likelihood = likelihood
-        self.decoder = HiddenLayers(n_latent, n_hidden, n_layers, dropout_rate=0.0)
+        if dispersion not in ("gene", "gene-batch"):
+            raise ValueError(f"dispersion must be 'gene' or 'gene-batch', got {dispersion!r}")
+        if dispersion == "gene-batch" and not self.n_batch:
+            raise ValueError("dispersion='gene-batch' needs batches (batch_key)")
+        self.likelihood, self.dispersion = likelihood, dispersion
+        self.decoder = HiddenLayers(n_latent + self.n_batch, n_hidden, n_layers, dropout_rate=0.0)
         self.scale = nn.Sequential(nn.Linear(n_hidden, n_input), nn.Softmax(dim=-1))
         self.zi_logits = nn.Linear(n_hidden, n_input)
-        self.log_theta = nn.Parameter(torch.randn(n_input))
+        per_batch = (self.n_batch,) if dispersion == "gene-batch" else ()
+        self.log_theta = nn.Parameter(torch.randn(*per_batch, n_input))
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """log1p of the counts."""
         return torch.log1p(x)
 
-    def generative(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Decode ``z`` with the library size observed in ``x``.
+    def generative(self, z: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Decode ``z`` with the library size observed in the same spots' counts.
 
         Parameters
         ----------
         z
             ``(n, n_latent)`` latent codes.
-        x
-            ``(n, n_input)`` counts of the same spots.
+        tensors
+            The same spots' tensors: counts, and batch codes with batches.
 
         Returns
         -------
         dict
             ``scale`` (gene proportions, rows sum to 1), ``mu`` (scale times
-            the library size), ``theta`` (inverse dispersion per gene) and
-            ``zi_logits`` (logits of a structural zero).
+            the library size), ``theta`` (inverse dispersion per gene, or per
+            spot and gene with ``"gene-batch"``) and ``zi_logits`` (logits of a
+            structural zero).
         """
-        h = self.decoder(z)
+        h = self.decoder(self.with_batch(z, tensors))
         scale = self.scale(h)
-        library = x.sum(-1, keepdim=True)  # observed library size
+        library = tensors[X_KEY].sum(-1, keepdim=True)  # observed library size
+        log_theta = self.log_theta[tensors[BATCH_KEY]] if self.dispersion == "gene-batch" else self.log_theta
         return {
             "scale": scale,
             "mu": library * scale,
-            "theta": torch.exp(self.log_theta),
+            "theta": torch.exp(log_theta),
             "zi_logits": self.zi_logits(h),
         }
 

@@ -1,52 +1,26 @@
-"""User-facing models: :class:`DPVAE` and :class:`DPSCVI`.
-
-Both take an AnnData with spatial coordinates in ``obsm``, train with the
-distortion penalty (``alpha > 0``) or without it (``alpha = 0``), and return
-latent codes and reconstructions in log-normalized space::
-
-    dpst.pp.penalty_graph(adata)                          # G in obsp/uns["dpst_penalty"]
-    model = dpst.DPSCVI(adata, graph_key="dpst_penalty")  # alpha=100; alpha=0 is plain scVI
-    model.train()
-    model.write_results()                                 # obsm/uns["X_dpscvi"]
-
-Without ``graph_key`` a model builds the same graph G itself.
-"""
+"""What DPVAE and DPSCVI share: construction, fitting, latent codes, reconstruction, results."""
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
-from pathlib import Path
 from typing import Literal
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
-from ._checks import check_in_memory, check_int
-from ._files import atomic_path, recover_folder
-from .graph import SpatialGraph, pair_lengths, spatial_graph
-from .module import DistortionPenalty, GaussianVAEModule, SCVIModule, VAEModule
-from .pp import is_raw_counts, read_penalty_graph, stored_values
-from .pp._coordinates import micrometre_coordinates
-from .train import PenaltySettings, TrainingSettings, dense_rows, resolve_device, train_module
+from dpst._checks import check_in_memory, check_int
+from dpst.graph import SpatialGraph, pair_lengths, spatial_graph
+from dpst.module import X_KEY, DistortionPenalty, VAEModule
+from dpst.pp import read_penalty_graph, stored_values
+from dpst.pp._coordinates import micrometre_coordinates
+from dpst.train import PenaltySettings, TrainingSettings, train_module
 
-# With `pairs` normalization and the sampled latent, alpha=100 is where the
-# penalty takes hold on a simulated 3,000-spot section (README, "Choices"): the
-# distortion L_0.1 falls from ~5 to ~2 and Moran's I rises, for 2-5% more
-# held-out MSE; at 10 the autocorrelation does not move yet.
+from ._files import load_model, save_model
+from ._registry import DataRegistry
+
 DEFAULT_ALPHA = 100.0
-
-# model.json "format": 2 stores indices as tensors and spot names, loadable with weights_only=True
-SAVE_FORMAT = 2
-
-
-class ModelFileError(ValueError):
-    """A saved model folder holds a file that is unreadable, corrupt or unsafe to load."""
-
 
 # The constructor's parameters, documented once and placed into the docstrings of
 # DPVAE and DPSCVI (where Sphinx autodoc and help() show them).
@@ -65,7 +39,11 @@ _PARAMETERS_DOC = """
         Column of ``adata.obs`` naming each spot's library (tissue section), for
         several sections in one AnnData: G is built within each section, distances
         are measured within a section and minibatch tiles are drawn within sections.
-        None: one section.
+        None: ``batch_key``'s column if given, else one section.
+    batch_key
+        Column of ``adata.obs`` naming each spot's batch (scvi-tools' meaning): its
+        one-hot enters the encoder and the decoder, so the latent need not encode
+        what differs between batches. None: no batch covariate.
     coordinate_unit
         ``"auto"``, ``"pixel"`` or ``"um"``: how ``obsm[spatial_key]`` becomes
         micrometres (see :func:`dpst.pp.spatial_coordinates`).
@@ -159,6 +137,7 @@ class _DPModel:
         layer: str | None = "default",
         spatial_key: str = "spatial",
         library_key: str | None = None,
+        batch_key: str | None = None,
         coordinate_unit: Literal["auto", "pixel", "um"] = "auto",
         n_latent: int = 10,
         n_hidden: int = 128,
@@ -176,12 +155,15 @@ class _DPModel:
         learn_lam: bool = True,
         penalty_warmup_epochs: int = 0,
         seed: int = 0,
+        _registry: DataRegistry | None = None,
         **module_kwargs,
     ):
-        self.init_params = {k: v for k, v in locals().items() if k not in ("self", "adata", "__class__")}
+        # _registry: the saved registry of a loaded model (its batches, in its order), not a setting
+        self.init_params = {k: v for k, v in locals().items() if k not in ("self", "adata", "__class__", "_registry")}
         self.init_params.update(self.init_params.pop("module_kwargs"))
         self.adata = adata
-        self.layer = self.default_layer if layer == "default" else layer
+        # the penalty stays within sections: batches are sections unless told otherwise
+        library_key = batch_key if library_key is None else library_key
         self.spatial_key, self.library_key, self.coordinate_unit = spatial_key, library_key, coordinate_unit
         self.penalty_settings = PenaltySettings(alpha, normalization, penalty_latent, penalty_warmup_epochs)
         seed = check_int("seed", seed)
@@ -190,7 +172,11 @@ class _DPModel:
             raise ValueError(f"adata has {adata.n_obs} spot(s); the model needs at least 2")
         if adata.n_vars == 0:
             raise ValueError("adata has 0 genes (n_vars == 0); the model needs at least one")
-        self._check_input(stored_values(self._input(adata)))
+        self.registry = _registry or DataRegistry.register(
+            adata, self.default_layer if layer == "default" else layer, batch_key
+        )
+        self.registry.batch_codes(adata)  # a loaded model refuses batches it does not know
+        self._check_input(stored_values(self.registry.matrix(adata)))
         # the micrometres of each library; non-finite or non-planar coordinates are refused there
         self.coords, _record, self.libraries = micrometre_coordinates(adata, spatial_key, coordinate_unit, library_key)
         if graph_key is None:
@@ -213,6 +199,7 @@ class _DPModel:
                 n_hidden=n_hidden,
                 n_layers=n_layers,
                 dropout_rate=dropout_rate,
+                n_batch=self.registry.n_batch,
                 **module_kwargs,
             )
         self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)
@@ -247,13 +234,6 @@ class _DPModel:
         self.init_params.update(graph=stored.kind, **stored.params)
         return stored
 
-    def _input(self, adata: ad.AnnData):
-        if self.layer is None:
-            return adata.X
-        if self.layer not in adata.layers:
-            raise KeyError(f"adata.layers has no {self.layer!r} (layers: {list(adata.layers)})")
-        return adata.layers[self.layer]
-
     def _check_input(self, values: np.ndarray) -> None:
         if not np.isfinite(values).all():
             raise ValueError(f"adata: the model input ({self._input_name}) has NaN or infinite values")
@@ -262,7 +242,12 @@ class _DPModel:
 
     @property
     def _input_name(self) -> str:
-        return "adata.X" if self.layer is None else f"adata.layers[{self.layer!r}]"
+        return self.registry.input_name
+
+    @property
+    def layer(self) -> str | None:
+        """Where the model input is: a key of ``adata.layers``, or None for ``adata.X``."""
+        return self.registry.layer
 
     def _require_trained(self, method: str) -> None:
         # an untrained encoder returns random codes that look like results
@@ -351,7 +336,7 @@ class _DPModel:
         self.history, self.train_indices, self.validation_indices = train_module(
             self.module,
             self.penalty,
-            self._input(self.adata),
+            self.registry.spot_data(self.adata),
             self.coords,
             self.graph,
             self.penalty_settings,
@@ -366,8 +351,8 @@ class _DPModel:
     def _decode_batches(self, adata, batch_size: int, fn) -> np.ndarray:
         self.module.eval()
         device = next(self.module.parameters()).device
-        x = self._input(adata)
-        out = [fn(dense_rows(x, slice(i, i + batch_size), device)) for i in range(0, adata.n_obs, batch_size)]
+        data = self.registry.spot_data(adata)
+        out = [fn(data.rows(slice(i, i + batch_size), device)) for i in range(0, adata.n_obs, batch_size)]
         return torch.cat(out).cpu().numpy()
 
     def get_latent_representation(
@@ -392,7 +377,7 @@ class _DPModel:
         self._require_trained("get_latent_representation")
         adata = self._validate_adata(adata)
         key = "qz_mean" if give_mean else "z"
-        return self._decode_batches(adata, batch_size, lambda x: self.module.inference(x)[key])
+        return self._decode_batches(adata, batch_size, lambda tensors: self.module.inference(tensors)[key])
 
     def get_reconstruction(self, adata: ad.AnnData | None = None, batch_size: int = 4096) -> np.ndarray:
         """Reconstruction in log-normalized space, decoded from the posterior mean.
@@ -415,8 +400,8 @@ class _DPModel:
         self._require_trained("get_reconstruction")
         adata = self._validate_adata(adata)
 
-        def reconstruct(x):
-            _inf, gen = self.module(x, use_mean=True)
+        def reconstruct(tensors):
+            _inf, gen = self.module(tensors, use_mean=True)
             return self.module.log_normalized(gen)
 
         return self._decode_batches(adata, batch_size, reconstruct)
@@ -444,9 +429,9 @@ class _DPModel:
         if indices is not None:
             adata = adata[np.asarray(indices)]
 
-        def nll(x):
-            _inf, gen = self.module(x)
-            return -self.module.log_likelihood(x, gen).sum(-1)
+        def nll(tensors):
+            _inf, gen = self.module(tensors)
+            return -self.module.log_likelihood(tensors[X_KEY], gen).sum(-1)
 
         return float(self._decode_batches(adata, batch_size, nll).mean())
 
@@ -535,35 +520,7 @@ class _DPModel:
         FileExistsError
             ``path`` exists and ``overwrite`` is False.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        split = {
-            name: None if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
-            for name, indices in (
-                ("train_indices", self.train_indices),
-                ("validation_indices", self.validation_indices),
-            )
-        }
-        meta = {
-            "format": SAVE_FORMAT,
-            "class": type(self).__name__,
-            "init_params": _plain(self.init_params),
-            "var_names": list(self.adata.var_names),
-            "obs_names": list(self.adata.obs_names),
-            "is_trained": self.is_trained,
-        }
-        text = json.dumps(meta, indent=1)  # before anything is written: a setting JSON cannot hold fails here
-        # the old folder stays whole until the new one is complete (dpst._files.atomic_path)
-        with atomic_path(path) as tmp:
-            tmp.mkdir()
-            torch.save(
-                {"module": self.module.state_dict(), "penalty": self.penalty.state_dict(), **split},
-                tmp / "model.pt",
-            )
-            (tmp / "model.json").write_text(text)
-            if self.history is not None:
-                self.history.to_csv(tmp / "history.csv", index=False)
+        save_model(self, path, overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> _DPModel:
@@ -597,51 +554,7 @@ class _DPModel:
         ValueError
             ``adata``'s genes or spots differ from the saved ones.
         """
-        path = Path(path)
-        recover_folder(path)  # a replacement cut between its two renames, where folders cannot be exchanged
-        if not (path / "model.json").exists() or not (path / "model.pt").exists():
-            raise FileNotFoundError(f"{path} is not a saved model (model.json / model.pt missing)")
-        meta = _read_model_json(path / "model.json")
-        if meta["class"] != cls.__name__:
-            raise TypeError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
-        if list(adata.var_names) != meta["var_names"]:
-            raise ValueError(
-                f"adata's genes differ from the {len(meta['var_names'])} genes the model in {path} was trained on"
-            )
-        spot_order = _stored_spot_positions(adata, meta["obs_names"], path)
-        torch_device = resolve_device(device)
-        state = _read_weights(path / "model.pt", torch_device)
-        for name in ("train_indices", "validation_indices"):
-            indices = state[name]
-            if indices is not None and (
-                not isinstance(indices, torch.Tensor)
-                or indices.dtype != torch.int64
-                or (len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(spot_order))
-            ):
-                raise ModelFileError(
-                    f"{path / 'model.pt'}: {name} are not indices of the {len(spot_order)} saved spots"
-                )
-        model = cls(adata, **meta["init_params"])
-        try:
-            model.module.load_state_dict(state["module"])
-            model.penalty.load_state_dict(state["penalty"])
-        except (KeyError, RuntimeError) as error:
-            raise ModelFileError(
-                f"{path / 'model.pt'}: weights do not fit a {cls.__name__} with {meta['init_params']} "
-                f"({str(error).splitlines()[0]})"
-            ) from None
-        model.train_indices, model.validation_indices = (
-            None if state[name] is None else np.sort(spot_order[state[name].cpu().numpy()])
-            for name in ("train_indices", "validation_indices")
-        )
-        model.module.to(torch_device).eval()
-        if (path / "history.csv").exists():
-            try:
-                model.history = pd.read_csv(path / "history.csv")
-            except (ValueError, pd.errors.ParserError) as error:
-                raise ModelFileError(f"{path / 'history.csv'}: not a readable CSV ({error})") from None
-        model.is_trained = meta["is_trained"]
-        return model
+        return load_model(cls, path, adata, device)
 
     def __repr__(self) -> str:
         p = self.penalty_settings
@@ -650,144 +563,3 @@ class _DPModel:
             f"alpha={p.alpha}, graph={self.graph.kind!r} with {self.graph.n_edges} pairs, "
             f"trained={self.is_trained})"
         )
-
-
-def _plain(value):
-    """Settings as JSON holds them: numpy scalars and arrays become Python numbers and lists."""
-    if isinstance(value, dict):
-        return {key: _plain(inner) for key, inner in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(inner) for inner in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _read_model_json(file: Path) -> dict:
-    try:
-        meta = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{file}: not valid JSON ({error})") from None
-    if not isinstance(meta, dict):
-        raise ModelFileError(f"{file}: expected a JSON object, got {type(meta).__name__}")
-    if "format" not in meta and "class" in meta:
-        raise ModelFileError(
-            f"{file}: saved by an older dpst, whose model.pt cannot be loaded safely; train and save the model again"
-        )
-    if meta.get("format") != SAVE_FORMAT:
-        raise ModelFileError(f"{file}: unknown save format {meta.get('format')!r} (expected {SAVE_FORMAT})")
-    missing = [key for key in ("class", "init_params", "var_names", "obs_names", "is_trained") if key not in meta]
-    if missing:
-        raise ModelFileError(f"{file}: missing {', '.join(missing)}")
-    return meta
-
-
-def _read_weights(file: Path, device: torch.device) -> dict:
-    # weights_only=True: a model.pt from elsewhere cannot run code while it is read
-    try:
-        state = torch.load(file, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ModelFileError(
-            f"{file}: refused, it holds objects other than tensors ({_unpickling_reason(error)})"
-        ) from None
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
-    except Exception as error:  # noqa: BLE001 - torch reports a damaged file in many types, OSError among them
-        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"{file}: corrupt or truncated ({reason})") from None
-    keys = {"module", "penalty", "train_indices", "validation_indices"}
-    if not isinstance(state, dict) or not keys <= set(state):
-        raise ModelFileError(f"{file}: not a dpst model (expected the entries {sorted(keys)})")
-    return state
-
-
-def _unpickling_reason(error: pickle.UnpicklingError) -> str:
-    """The line of torch's many-paragraph weights_only message that says what was refused."""
-    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [line.strip() for line in str(error).splitlines()]
-    reasons = [line for line in lines if line and not line.startswith(boilerplate)]
-    return reasons[0] if reasons else "not a plain tensor file"
-
-
-def _stored_spot_positions(adata: ad.AnnData, stored_names: list[str], path: Path) -> np.ndarray:
-    """Position in ``adata`` of each spot the model was saved with, in saved order."""
-    names = pd.Index(adata.obs_names)
-    if not names.is_unique:
-        raise ValueError("adata.obs_names has duplicates; make them unique (adata.obs_names_make_unique())")
-    positions = names.get_indexer(stored_names)
-    n_missing, n_extra = int((positions < 0).sum()), adata.n_obs - int((positions >= 0).sum())
-    if n_missing or n_extra:
-        raise ValueError(
-            f"adata's spots differ from the {len(stored_names)} the model in {path} was saved with: "
-            f"{n_missing} of those are missing from adata and {n_extra} of adata's are new"
-        )
-    return positions
-
-
-@_with_parameters("``adata.X``", ": none for DPVAE (an unknown name raises TypeError)")
-class DPVAE(_DPModel):
-    """Gaussian VAE on log-normalized expression, with the distance-preserving penalty.
-
-    The input (``adata.X`` by default) must be log1p of normalized counts, as
-    :func:`dpst.pp.preprocess` writes it.
-
-    %(parameters)s
-
-    Examples
-    --------
-    >>> dpst.pp.penalty_graph(adata)  # doctest: +SKIP
-    >>> model = dpst.DPVAE(adata, graph_key="dpst_penalty").train()  # doctest: +SKIP
-    >>> model.write_results()  # obsm["X_dpvae"], uns["X_dpvae"]  # doctest: +SKIP
-    """
-
-    module_class = GaussianVAEModule
-    default_layer = None
-
-    def _check_input(self, values: np.ndarray) -> None:
-        super()._check_input(values)
-        if values.size and values.max() > 50:
-            raise ValueError(
-                f"adata: {self._input_name} looks like raw counts (max {values.max():.0f}); DPVAE "
-                "expects log1p of normalized counts (dpst.pp.preprocess writes them to X)"
-            )
-
-    def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
-        """The model input as dense float32: it is already log-normalized."""
-        x = self._input(self._validate_adata(adata))
-        return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
-
-
-@_with_parameters(
-    "``adata.layers['counts']``",
-    ': ``likelihood``, ``"zinb"`` (default) or ``"nb"``',
-)
-class DPSCVI(_DPModel):
-    """scVI (ZINB, or NB with ``likelihood='nb'``) on raw counts, with the distance-preserving penalty.
-
-    The input (``adata.layers['counts']`` by default) must hold raw counts.
-
-    %(parameters)s
-
-    Examples
-    --------
-    >>> dpst.pp.penalty_graph(adata)  # doctest: +SKIP
-    >>> model = dpst.DPSCVI(adata, graph_key="dpst_penalty").train()  # doctest: +SKIP
-    >>> model.write_results()  # obsm["X_dpscvi"], uns["X_dpscvi"]  # doctest: +SKIP
-    """
-
-    module_class = SCVIModule
-    default_layer = "counts"
-
-    def _check_input(self, values: np.ndarray) -> None:
-        super()._check_input(values)
-        if not is_raw_counts(values):
-            raise ValueError(f"adata: {self._input_name} must hold raw counts (non-negative integers) for DPSCVI")
-
-    def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
-        """log1p of counts normalized to 1e4 over the model's genes (the decoder's scale)."""
-        x = self._input(self._validate_adata(adata))
-        x = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
-        library = x.sum(1, keepdims=True)
-        return np.log1p(1e4 * x / np.maximum(library, 1.0)).astype(np.float32)

@@ -1,0 +1,111 @@
+"""Data registration: which fields of an AnnData a model reads, apart from fitting.
+
+A model never guesses a key: :class:`DataRegistry` names the input (``layer``)
+and the batch column (``batch_key``) with its categories, is saved with the
+model and reads the same fields from any AnnData the model later encodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from dpst.train import SpotData
+
+
+@dataclass(frozen=True)
+class DataRegistry:
+    """The AnnData fields a model reads.
+
+    Parameters
+    ----------
+    layer
+        Key of ``adata.layers`` holding the model input; None for ``adata.X``.
+    batch_key
+        Column of ``adata.obs`` naming each spot's batch; None: no batches.
+    batch_categories
+        The batches, in the order of their codes (one-hot columns).
+    """
+
+    layer: str | None
+    batch_key: str | None = None
+    batch_categories: tuple[str, ...] = ()
+
+    @classmethod
+    def register(cls, adata: ad.AnnData, layer: str | None, batch_key: str | None) -> DataRegistry:
+        """Register ``adata``'s fields: the input layer must exist, the batch column be complete.
+
+        Raises
+        ------
+        KeyError
+            ``layer`` or ``batch_key`` is missing (one line naming it).
+        ValueError
+            The batch column has missing values.
+        """
+        registry = cls(layer, batch_key)
+        registry.matrix(adata)  # a missing layer fails here
+        if batch_key is None:
+            return registry
+        labels = registry._batch_labels(adata)
+        categories = labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else np.unique(labels)
+        present = pd.unique(labels)
+        return cls(layer, batch_key, tuple(str(c) for c in categories if c in set(present)))
+
+    @property
+    def n_batch(self) -> int:
+        """Number of batches (0 without ``batch_key``)."""
+        return len(self.batch_categories)
+
+    @property
+    def input_name(self) -> str:
+        """Where the input is, as a user writes it."""
+        return "adata.X" if self.layer is None else f"adata.layers[{self.layer!r}]"
+
+    def matrix(self, adata: ad.AnnData):
+        """The model input of ``adata`` (dense or sparse, not copied)."""
+        if self.layer is None:
+            return adata.X
+        if self.layer not in adata.layers:
+            raise KeyError(f"adata.layers has no {self.layer!r} (layers: {list(adata.layers)})")
+        return adata.layers[self.layer]
+
+    def _batch_labels(self, adata: ad.AnnData) -> pd.Series:
+        if self.batch_key not in adata.obs:
+            raise KeyError(f"batch_key {self.batch_key!r} is not a column of adata.obs (columns: {list(adata.obs)})")
+        labels = adata.obs[self.batch_key]
+        if labels.isna().any():
+            raise ValueError(
+                f"adata.obs[{self.batch_key!r}] has {int(labels.isna().sum())} missing value(s); every spot needs a batch"
+            )
+        return labels
+
+    def batch_codes(self, adata: ad.AnnData) -> np.ndarray | None:
+        """Each spot's batch code (None without ``batch_key``); a batch the model does not know is refused."""
+        if self.batch_key is None:
+            return None
+        labels = self._batch_labels(adata).astype(str)
+        codes = pd.Index(self.batch_categories).get_indexer(labels)
+        if (codes < 0).any():
+            unknown = sorted(set(labels[codes < 0]))
+            raise ValueError(
+                f"adata.obs[{self.batch_key!r}] has batches the model was not built with: "
+                f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} "
+                f"(known: {', '.join(map(repr, self.batch_categories))})"
+            )
+        return codes.astype(np.int64)
+
+    def spot_data(self, adata: ad.AnnData) -> SpotData:
+        """What the module reads of ``adata``'s spots."""
+        return SpotData(self.matrix(adata), self.batch_codes(adata))
+
+    def to_dict(self) -> dict:
+        """As saved in ``model.json``."""
+        return {"layer": self.layer, "batch_key": self.batch_key, "batch_categories": list(self.batch_categories)}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> DataRegistry:
+        """The registry saved by :meth:`to_dict`."""
+        return cls(fields["layer"], fields["batch_key"], tuple(fields["batch_categories"]))

@@ -1,0 +1,98 @@
+"""batch_key: data registration apart from fitting, the batch one-hot in both networks, saved with the model."""
+
+from __future__ import annotations
+
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import dpst
+from dpst.model import DataRegistry
+
+BATCH_KEY = "section"
+EPOCHS = {"max_epochs": 15, "kl_warmup_epochs": 5, "progress_bar": False, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def joint() -> ad.AnnData:
+    """Two simulated sections in one AnnData, the second with a tenth fewer counts per spot."""
+    sections = {}
+    for seed in (1, 2):
+        section = dpst.sim.simulate_section(n_spots=250, n_genes=120, n_domains=3, seed=seed)
+        if seed == 2:
+            section.X = (section.X * 0.9).floor()
+        sections[f"sim_seed{seed}"] = section
+    both = ad.concat(sections, label=BATCH_KEY, index_unique="-", uns_merge="unique")
+    return dpst.pp.preprocess(both, min_counts=10, min_cells=3, n_top_genes=100, library_key=BATCH_KEY)
+
+
+@pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
+def test_batches_enter_the_encoder_and_the_decoder(joint, model_class):
+    model = model_class(joint, batch_key=BATCH_KEY, alpha=100.0, seed=0)
+    assert model.registry == DataRegistry(model.layer, BATCH_KEY, ("sim_seed1", "sim_seed2"))
+    n_genes, n_latent = joint.n_vars, model.module.n_latent
+    assert model.module.encoder.hidden[0].in_features == n_genes + 2
+    assert model.module.decoder[0].in_features == n_latent + 2
+    model.train(**EPOCHS)
+    # the same spots read as the other batch decode differently: the decoder reads the batch
+    swapped = joint.copy()
+    swapped.obs[BATCH_KEY] = swapped.obs[BATCH_KEY].map({"sim_seed1": "sim_seed2", "sim_seed2": "sim_seed1"})
+    assert not np.allclose(model.get_reconstruction(swapped), model.get_reconstruction())
+    # the penalty stays within sections: library_key defaults to batch_key
+    codes = model.libraries.codes
+    assert (codes[model.graph.edges[:, 0]] == codes[model.graph.edges[:, 1]]).all()
+    assert model.library_key == BATCH_KEY
+
+
+def test_without_batch_key_the_networks_are_those_of_before(joint):
+    model = dpst.DPVAE(joint, alpha=0.0, seed=3, library_key=BATCH_KEY)
+    assert model.module.n_batch == 0 and model.registry.n_batch == 0
+    assert model.module.encoder.hidden[0].in_features == joint.n_vars
+    torch.manual_seed(3)  # as the model seeds its weights
+    bare = dpst.module.GaussianVAEModule(joint.n_vars)
+    for name, value in bare.state_dict().items():
+        assert torch.equal(value, model.module.state_dict()[name]), name
+
+
+def test_dispersion_per_gene_and_batch(joint):
+    model = dpst.DPSCVI(joint, batch_key=BATCH_KEY, dispersion="gene-batch", alpha=0.0).train(**EPOCHS)
+    assert model.module.log_theta.shape == (2, joint.n_vars)
+    assert np.isfinite(model.get_reconstruction_error())
+    with pytest.raises(ValueError, match=re.escape("dispersion='gene-batch' needs batches (batch_key)")):
+        dpst.DPSCVI(joint, dispersion="gene-batch", library_key=BATCH_KEY)
+
+
+def test_bad_batch_columns_get_one_line(joint):
+    with pytest.raises(KeyError, match=re.escape("batch_key 'donor' is not a column of adata.obs")):
+        dpst.DPVAE(joint, batch_key="donor")
+    holed = joint.copy()
+    holed.obs[BATCH_KEY] = holed.obs[BATCH_KEY].astype(object)
+    holed.obs.iloc[:3, holed.obs.columns.get_loc(BATCH_KEY)] = np.nan
+    with pytest.raises(ValueError, match=re.escape(f"adata.obs['{BATCH_KEY}'] has 3 missing value(s)")):
+        dpst.DPVAE(holed, batch_key=BATCH_KEY)
+
+
+def test_save_and_load_keep_the_batches(joint, tmp_path):
+    model = dpst.DPVAE(joint, batch_key=BATCH_KEY, alpha=100.0, seed=0).train(**EPOCHS)
+    model.save(tmp_path / "joint")
+    loaded = dpst.DPVAE.load(tmp_path / "joint", joint)
+    assert loaded.registry == model.registry
+    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    # one section alone is encoded with its code in the saved order, not re-registered as batch 0
+    second = joint[joint.obs[BATCH_KEY] == "sim_seed2"].copy()
+    mine = (joint.obs[BATCH_KEY] == "sim_seed2").to_numpy()
+    np.testing.assert_array_equal(model.get_latent_representation(second), model.get_latent_representation()[mine])
+    # categories in another order name the same batches
+    reordered = joint.copy()
+    reordered.obs[BATCH_KEY] = pd.Categorical(reordered.obs[BATCH_KEY], categories=["sim_seed2", "sim_seed1"])
+    np.testing.assert_array_equal(model.get_latent_representation(reordered), model.get_latent_representation())
+    unknown = joint.copy()
+    unknown.obs[BATCH_KEY] = "slide_3"
+    with pytest.raises(
+        ValueError, match=re.escape(f"adata.obs['{BATCH_KEY}'] has batches the model was not built with: 'slide_3'")
+    ):
+        model.get_latent_representation(unknown)
