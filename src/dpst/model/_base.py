@@ -17,6 +17,7 @@ from dpst.pp import read_penalty_graph, stored_values
 from dpst.pp._coordinates import micrometre_coordinates
 from dpst.train import PenaltySettings, TrainingSettings, train_module
 
+from . import _query
 from ._files import load_model, save_model
 from ._registry import DataRegistry
 
@@ -208,6 +209,7 @@ class _DPModel:
         self.train_indices: np.ndarray | None = None
         self.validation_indices: np.ndarray | None = None
         self.is_trained = False
+        self.frozen_reference = False  # set by load_query_data: train only the query's weights
 
     # ----------------------------------------------------------------- data
     def _stored_graph(self, adata: ad.AnnData, graph_key: str) -> SpatialGraph:
@@ -320,6 +322,8 @@ class _DPModel:
         dpst.TrainingDivergedError
             The loss became NaN or infinite.
         """
+        if self.frozen_reference:  # weight decay would shrink the frozen reference weights
+            optimizer_kwargs.setdefault("weight_decay", 0.0)
         settings = TrainingSettings(
             max_epochs=max_epochs,
             lr=lr,
@@ -500,6 +504,75 @@ class _DPModel:
             "graph": {"kind": self.graph.kind, "n_edges": self.graph.n_edges, **self.graph.params},
         }
         return key
+
+    # ------------------------------------------------------------ query mapping
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: ad.AnnData,
+        reference,
+        *,
+        freeze: bool = True,
+        zero_fill_missing_genes: bool = False,
+        seed: int | None = None,
+    ) -> _DPModel:
+        """A model for new sections ``adata``, grown from a trained reference (scArches-style surgery).
+
+        The query's batches (``adata.obs[batch_key]``, the reference's
+        ``batch_key``; none of them in the reference) get new one-hot columns
+        in the first layer of the encoder and of the decoder; all other weights
+        are the reference's. With ``freeze`` only the new columns (and, with
+        ``dispersion="gene-batch"``, the new dispersion rows) are trained, without
+        weight decay, and the encoder's batch-normalization statistics stay the
+        reference's, so the query lands in the reference's latent space. The
+        penalty's graph G is built on the query's own coordinates, with the
+        reference's settings, section by section; lam is fitted anew. Train the
+        result with :meth:`train`; save and load it like any model.
+
+        Parameters
+        ----------
+        adata
+            The query: the reference's genes (any order, extra genes ignored), its
+            ``layer``, coordinates and ``batch_key`` column.
+        reference
+            A trained model with ``batch_key``, or the folder it was saved in.
+        freeze
+            Train only what the query adds (True) or fine-tune every weight.
+        zero_fill_missing_genes
+            Map a query that lacks some of the reference's genes with those genes
+            at zero; by default such a query is refused.
+        seed
+            Seed of the new columns' initialization and of training; None: the
+            reference's.
+
+        Returns
+        -------
+        DPVAE or DPSCVI
+            The query model, untrained. Its ``adata`` is ``adata`` itself when the
+            genes match the reference's exactly, else a copy on those genes.
+
+        Raises
+        ------
+        ValueError
+            The reference has no ``batch_key``, a query batch is in the reference,
+            genes are missing, or the reference is untrained (one line each).
+        FileNotFoundError
+            ``reference`` is a path that holds no saved model.
+        """
+        params, reference_registry, genes, weights = _query.reference_state(cls, reference)
+        registry = _query.query_registry(adata, reference_registry)
+        mapped = _query.query_genes(adata, genes, registry.layer, zero_fill_missing_genes)
+        params = {key: value for key, value in params.items() if key != "graph_key"}  # G is the query's own
+        if seed is not None:
+            params["seed"] = seed
+        model = cls(mapped, **params, _registry=registry)
+        n_reference = reference_registry.n_batch
+        with torch.no_grad():
+            _query.transplant(model.module, weights)
+        if freeze:
+            _query.freeze_reference(model.module, n_reference)
+            model.frozen_reference = True
+        return model
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:

@@ -12,9 +12,18 @@ functions of :mod:`dpst.metrics`, writes it into the AnnData and returns it::
     dpst.tl.local_metric_ellipses(adata, key)        # obsm/uns["X_dpvae_ellipses"]
     dpst.tl.domains(adata, key, n_domains=7)         # obs/uns["X_dpvae_domains"]
     dpst.tl.domain_scores(adata, "X_dpvae_domains", truth_key="domain")  # ARI, NMI, CHAOS, PAS
+    dpst.tl.transfer_labels(reference, query, "domain", key)  # query.obs["domain_transferred"]
 """
 
 from ._domains import domain_scores, domains
 from ._measures import distortion, local_metric_ellipses, spatial_autocorrelation
+from ._transfer import transfer_labels
 
-__all__ = ["distortion", "domain_scores", "domains", "local_metric_ellipses", "spatial_autocorrelation"]
+__all__ = [
+    "distortion",
+    "domain_scores",
+    "domains",
+    "local_metric_ellipses",
+    "spatial_autocorrelation",
+    "transfer_labels",
+]
