@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import dpst
-from dpst.model import DataRegistry
 
 BATCH_KEY = "section"
 EPOCHS = {"max_epochs": 15, "kl_warmup_epochs": 5, "progress_bar": False, "device": "cpu"}
@@ -33,7 +32,8 @@ def joint() -> ad.AnnData:
 @pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
 def test_batches_enter_the_encoder_and_the_decoder(joint, model_class):
     model = model_class(joint, batch_key=BATCH_KEY, alpha=100.0, seed=0)
-    assert model.registry == DataRegistry(model.layer, BATCH_KEY, ("sim_seed1", "sim_seed2"))
+    assert model.registry.batch_key == BATCH_KEY
+    assert model.registry.batch_categories == ("sim_seed1", "sim_seed2")
     n_genes, n_latent = joint.n_vars, model.module.n_latent
     assert model.module.encoder.hidden[0].in_features == n_genes + 2
     assert model.module.decoder[0].in_features == n_latent + 2
@@ -96,3 +96,21 @@ def test_save_and_load_keep_the_batches(joint, tmp_path):
         ValueError, match=re.escape(f"adata.obs['{BATCH_KEY}'] has batches the model was not built with: 'slide_3'")
     ):
         model.get_latent_representation(unknown)
+
+
+def test_encoder_reads_the_neighbourhood_mean(joint, tmp_path):
+    model = dpst.DPVAE(joint, batch_key=BATCH_KEY, encoder_neighbors=6, alpha=100.0, seed=0)
+    assert model.module.encoder.hidden[0].in_features == 2 * joint.n_vars + 2
+    data = model.registry.spot_data(joint)
+    # a spot's neighbourhood input is the mean of its 6 nearest spots of its own section
+    coords = dpst.pp.spatial_coordinates(joint, library_key=BATCH_KEY)
+    first = np.flatnonzero(joint.obs[BATCH_KEY] == "sim_seed2")[0]
+    same = np.flatnonzero(joint.obs[BATCH_KEY] == "sim_seed2")
+    nearest = same[np.argsort(np.linalg.norm(coords[same] - coords[first], axis=1))[1:7]]
+    expected = np.asarray(joint.X[nearest].mean(axis=0)).ravel()
+    np.testing.assert_allclose(np.asarray(data.neighbors[first].todense()).ravel(), expected, rtol=1e-5)
+    model.train(**EPOCHS)
+    model.save(tmp_path / "neighbours")
+    loaded = dpst.DPVAE.load(tmp_path / "neighbours", joint)
+    assert loaded.registry.encoder_neighbors == 6
+    np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())

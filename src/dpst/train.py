@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int, check_real
 from .graph import SpatialGraph
-from .module import BATCH_KEY, X_KEY, DistortionPenalty, VAEModule, pair_distances, take_rows
+from .module import BATCH_KEY, NEIGHBORS_KEY, X_KEY, DistortionPenalty, VAEModule, pair_distances, take_rows
 
 # held-out sets above this many spots are scored chunk by chunk
 VALIDATION_CHUNK = 16_384
@@ -150,10 +150,12 @@ class SpotData:
         are made per batch).
     batch
         ``(n_obs,)`` integer batch codes, or None without batches.
+    neighbors
+        ``(n_obs, n_input)`` mean input of each spot's spatial neighbours, or None.
     """
 
-    def __init__(self, x, batch: np.ndarray | None = None):
-        self.x = x
+    def __init__(self, x, batch: np.ndarray | None = None, neighbors=None):
+        self.x, self.neighbors = x, neighbors
         self.batch = None if batch is None else np.asarray(batch, dtype=np.int64)
         if self.batch is not None and self.batch.shape != (x.shape[0],):
             raise ValueError(f"batch codes must have shape ({x.shape[0]},), got {self.batch.shape}")
@@ -168,6 +170,8 @@ class SpotData:
         tensors = {X_KEY: dense_rows(self.x, rows, device)}
         if self.batch is not None:
             tensors[BATCH_KEY] = torch.as_tensor(self.batch[rows], device=device)
+        if self.neighbors is not None:
+            tensors[NEIGHBORS_KEY] = dense_rows(self.neighbors, rows, device)
         return tensors
 
 

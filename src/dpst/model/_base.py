@@ -89,6 +89,11 @@ _PARAMETERS_DOC = """
         Learn lam with the network; False keeps it fixed (then ``lam`` is required).
     penalty_warmup_epochs
         Epochs trained without the penalty before it is switched on.
+    encoder_neighbors
+        The encoder also reads the mean input of each spot's ``encoder_neighbors``
+        nearest spots (kNN in micrometres, within its section), as BANKSY reads
+        neighbourhood expression; the decoder still reconstructs the spot's own
+        input. 0 (default): the spot alone.
     seed
         Seed of the weights' initialization and, unless :meth:`train` is given
         another, of training. A fixed seed gives identical results on CPU.
@@ -155,6 +160,7 @@ class _DPModel:
         lam: float | None = None,
         learn_lam: bool = True,
         penalty_warmup_epochs: int = 0,
+        encoder_neighbors: int = 0,
         seed: int = 0,
         _registry: DataRegistry | None = None,
         **module_kwargs,
@@ -174,7 +180,13 @@ class _DPModel:
         if adata.n_vars == 0:
             raise ValueError("adata has 0 genes (n_vars == 0); the model needs at least one")
         self.registry = _registry or DataRegistry.register(
-            adata, self.default_layer if layer == "default" else layer, batch_key
+            adata,
+            self.default_layer if layer == "default" else layer,
+            batch_key,
+            encoder_neighbors=check_int("encoder_neighbors", encoder_neighbors, minimum=0),
+            spatial_key=spatial_key,
+            coordinate_unit=coordinate_unit,
+            library_key=library_key,
         )
         self.registry.batch_codes(adata)  # a loaded model refuses batches it does not know
         self._check_input(stored_values(self.registry.matrix(adata)))
@@ -201,6 +213,7 @@ class _DPModel:
                 n_layers=n_layers,
                 dropout_rate=dropout_rate,
                 n_batch=self.registry.n_batch,
+                encode_neighbors=self.registry.encoder_neighbors > 0,
                 **module_kwargs,
             )
         self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)

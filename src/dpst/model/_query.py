@@ -9,6 +9,7 @@ query fits only what is new, with the penalty on the query's own geometry.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,7 +90,7 @@ def query_registry(adata: ad.AnnData, reference: DataRegistry) -> DataRegistry:
             f"adata.obs[{reference.batch_key!r}]: batch(es) {', '.join(map(repr, shared))} are already in the "
             "reference; a query brings new batches (rename them, or train a joint model)"
         )
-    return DataRegistry(reference.layer, reference.batch_key, reference.batch_categories + own.batch_categories)
+    return replace(reference, batch_categories=reference.batch_categories + own.batch_categories)
 
 
 def transplant(module: VAEModule, weights: dict[str, torch.Tensor]) -> None:

@@ -1,18 +1,22 @@
 """Data registration: which fields of an AnnData a model reads, apart from fitting.
 
-A model never guesses a key: :class:`DataRegistry` names the input (``layer``)
-and the batch column (``batch_key``) with its categories, is saved with the
-model and reads the same fields from any AnnData the model later encodes.
+A model never guesses a key: :class:`DataRegistry` names the input (``layer``),
+the batch column (``batch_key``) with its categories and, when the encoder reads
+the neighbourhood, where the coordinates are; it is saved with the model and
+reads the same fields from any AnnData the model later encodes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from dpst.graph import spatial_graph
+from dpst.pp._coordinates import micrometre_coordinates
 from dpst.train import SpotData
 
 
@@ -28,15 +32,28 @@ class DataRegistry:
         Column of ``adata.obs`` naming each spot's batch; None: no batches.
     batch_categories
         The batches, in the order of their codes (one-hot columns).
+    encoder_neighbors
+        k of the spatial kNN graph (micrometres, within each library) whose mean
+        input the encoder reads beside each spot's own; 0: none.
+    spatial_key, coordinate_unit, library_key
+        Where the coordinates are, in which unit, and the sections (as
+        :func:`dpst.pp.spatial_coordinates` takes them); read with ``encoder_neighbors``.
     """
 
     layer: str | None
     batch_key: str | None = None
     batch_categories: tuple[str, ...] = ()
+    encoder_neighbors: int = 0
+    spatial_key: str = "spatial"
+    coordinate_unit: str = "auto"
+    library_key: str | None = None
 
     @classmethod
-    def register(cls, adata: ad.AnnData, layer: str | None, batch_key: str | None) -> DataRegistry:
+    def register(cls, adata: ad.AnnData, layer: str | None, batch_key: str | None, **fields) -> DataRegistry:
         """Register ``adata``'s fields: the input layer must exist, the batch column be complete.
+
+        ``fields`` are the registry's other fields (``encoder_neighbors`` and where
+        the coordinates are).
 
         Raises
         ------
@@ -45,14 +62,14 @@ class DataRegistry:
         ValueError
             The batch column has missing values.
         """
-        registry = cls(layer, batch_key)
+        registry = cls(layer, batch_key, **fields)
         registry.matrix(adata)  # a missing layer fails here
         if batch_key is None:
             return registry
         labels = registry._batch_labels(adata)
         categories = labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else np.unique(labels)
-        present = pd.unique(labels)
-        return cls(layer, batch_key, tuple(str(c) for c in categories if c in set(present)))
+        present = set(pd.unique(labels))
+        return replace(registry, batch_categories=tuple(str(c) for c in categories if c in present))
 
     @property
     def n_batch(self) -> int:
@@ -97,15 +114,32 @@ class DataRegistry:
             )
         return codes.astype(np.int64)
 
+    def neighbor_mean(self, adata: ad.AnnData, x):
+        """Each spot's mean input over its ``encoder_neighbors`` nearest spots of the same library."""
+        coords, _record, libraries = micrometre_coordinates(
+            adata, self.spatial_key, self.coordinate_unit, self.library_key
+        )
+        graph = spatial_graph(
+            coords, "knn", n_neighbors=self.encoder_neighbors, groups=libraries.groups(), group_names=libraries.names
+        )
+        adjacency = (graph.adjacency() > 0).astype(np.float32)
+        degree = np.asarray(adjacency.sum(axis=1)).ravel()
+        mean = sp.diags(1.0 / degree) @ adjacency @ x
+        return mean.tocsr() if sp.issparse(mean) else np.asarray(mean, dtype=np.float32)
+
     def spot_data(self, adata: ad.AnnData) -> SpotData:
         """What the module reads of ``adata``'s spots."""
-        return SpotData(self.matrix(adata), self.batch_codes(adata))
+        x = self.matrix(adata)
+        neighbors = self.neighbor_mean(adata, x) if self.encoder_neighbors else None
+        return SpotData(x, self.batch_codes(adata), neighbors)
 
     def to_dict(self) -> dict:
         """As saved in ``model.json``."""
-        return {"layer": self.layer, "batch_key": self.batch_key, "batch_categories": list(self.batch_categories)}
+        fields = asdict(self)
+        fields["batch_categories"] = list(self.batch_categories)
+        return fields
 
     @classmethod
     def from_dict(cls, fields: dict) -> DataRegistry:
         """The registry saved by :meth:`to_dict`."""
-        return cls(fields["layer"], fields["batch_key"], tuple(fields["batch_categories"]))
+        return cls(**{**fields, "batch_categories": tuple(fields["batch_categories"])})

@@ -7,7 +7,7 @@ dictionary of tensors (:data:`X_KEY`, the input; :data:`BATCH_KEY`, batch codes)
 knows nothing of the backbone.
 """
 
-from ._base import BATCH_KEY, X_KEY, VAEModule, take_rows
+from ._base import BATCH_KEY, NEIGHBORS_KEY, X_KEY, VAEModule, take_rows
 from ._blocks import Encoder, HiddenLayers
 from ._gaussian import GaussianVAEModule
 from ._likelihoods import gaussian_log_prob, nb_log_prob, zinb_log_prob
@@ -16,6 +16,7 @@ from ._scvi import SCVIModule
 
 __all__ = [
     "BATCH_KEY",
+    "NEIGHBORS_KEY",
     "X_KEY",
     "DistortionPenalty",
     "Encoder",

@@ -12,6 +12,7 @@ from dpst.module._blocks import Encoder
 # The keys of the tensor dictionary every method of a module takes (scvi-tools' style):
 X_KEY = "x"  # (n, n_input) float32 model input: log-normalized expression (VAE) or counts (scVI)
 BATCH_KEY = "batch"  # (n,) int64 batch code of each spot; absent when the module has no batches
+NEIGHBORS_KEY = "x_neighbors"  # (n, n_input) mean input of each spot's spatial neighbours; with encode_neighbors
 
 
 def take_rows(tensors: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
@@ -48,6 +49,11 @@ class VAEModule(nn.Module):
         Number of batches; with more than 0, each spot's batch (one-hot) is
         appended to the encoder's and the decoder's input. 0: no batches, and
         the networks are exactly those of a module without them.
+    encode_neighbors
+        The encoder also reads the mean input of each spot's spatial neighbours
+        (:data:`NEIGHBORS_KEY`, through the same :meth:`encoder_input`): the
+        posterior q(z | x, x_neighbours) is amortized with the neighbourhood,
+        while the generative model p(x | z) is unchanged.
 
     Raises
     ------
@@ -64,6 +70,7 @@ class VAEModule(nn.Module):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
+        encode_neighbors: bool = False,
     ):
         super().__init__()
         n_input = check_int("n_input (number of genes)", n_input, minimum=1)
@@ -75,7 +82,9 @@ class VAEModule(nn.Module):
         self.n_batch = check_int("n_batch", n_batch, minimum=0)
         self.n_input = n_input
         self.n_latent = n_latent
-        self.encoder = Encoder(n_input + self.n_batch, n_latent, n_hidden, n_layers, dropout_rate)
+        self.encode_neighbors = bool(encode_neighbors)
+        n_encoded = n_input * (2 if self.encode_neighbors else 1) + self.n_batch
+        self.encoder = Encoder(n_encoded, n_latent, n_hidden, n_layers, dropout_rate)
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the encoder sees of the input ``x``: ``x`` itself unless a subclass transforms it."""
@@ -94,8 +103,9 @@ class VAEModule(nn.Module):
         Parameters
         ----------
         tensors
-            :data:`X_KEY`, the ``(n, n_input)`` input of the backbone, and
-            :data:`BATCH_KEY` with batches.
+            :data:`X_KEY`, the ``(n, n_input)`` input of the backbone,
+            :data:`BATCH_KEY` with batches and :data:`NEIGHBORS_KEY` with
+            ``encode_neighbors``.
 
         Returns
         -------
@@ -103,7 +113,10 @@ class VAEModule(nn.Module):
             ``qz_mean`` and ``qz_var``, the posterior's mean and variance, and
             ``z``, one reparameterized sample; each ``(n, n_latent)``.
         """
-        encoded = self.with_batch(self.encoder_input(tensors[X_KEY]), tensors)
+        encoded = self.encoder_input(tensors[X_KEY])
+        if self.encode_neighbors:
+            encoded = torch.cat([encoded, self.encoder_input(tensors[NEIGHBORS_KEY])], dim=-1)
+        encoded = self.with_batch(encoded, tensors)
         qz_mean, qz_var, z = self.encoder(encoded)
         return {"qz_mean": qz_mean, "qz_var": qz_var, "z": z}
 

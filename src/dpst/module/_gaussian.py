@@ -19,7 +19,7 @@ class GaussianVAEModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors
         As for :class:`VAEModule`.
     """
 
@@ -31,8 +31,9 @@ class GaussianVAEModule(VAEModule):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
+        encode_neighbors: bool = False,
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors)
         self.decoder = HiddenLayers(n_latent + self.n_batch, n_hidden, n_layers, dropout_rate=0.0)
         self.mean = nn.Linear(n_hidden, n_input)
         self.log_var = nn.Parameter(torch.zeros(n_input))

@@ -22,7 +22,7 @@ class SCVIModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors
         As for :class:`VAEModule`.
     likelihood
         ``"zinb"`` or ``"nb"``.
@@ -45,10 +45,11 @@ class SCVIModule(VAEModule):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
+        encode_neighbors: bool = False,
         likelihood: Literal["zinb", "nb"] = "zinb",
         dispersion: Literal["gene", "gene-batch"] = "gene",
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors)
         if likelihood not in ("zinb", "nb"):
             raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}")
         if dispersion not in ("gene", "gene-batch"):
