@@ -98,19 +98,30 @@ def test_save_and_load_keep_the_batches(joint, tmp_path):
         model.get_latent_representation(unknown)
 
 
-def test_encoder_reads_the_neighbourhood_mean(joint, tmp_path):
-    model = dpst.DPVAE(joint, batch_key=BATCH_KEY, encoder_neighbors=6, alpha=100.0, seed=0)
+@pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
+@pytest.mark.parametrize("neighborhood", ["encoder", "reconstructed"])
+def test_the_model_reads_the_neighbourhood_mean(joint, model_class, neighborhood, tmp_path):
+    model = model_class(joint, batch_key=BATCH_KEY, neighborhood=neighborhood, alpha=100.0, seed=0)
     assert model.module.encoder.hidden[0].in_features == 2 * joint.n_vars + 2
     data = model.registry.spot_data(joint)
-    # a spot's neighbourhood input is the mean of its 6 nearest spots of its own section
-    coords = dpst.pp.spatial_coordinates(joint, library_key=BATCH_KEY)
-    first = np.flatnonzero(joint.obs[BATCH_KEY] == "sim_seed2")[0]
-    same = np.flatnonzero(joint.obs[BATCH_KEY] == "sim_seed2")
-    nearest = same[np.argsort(np.linalg.norm(coords[same] - coords[first], axis=1))[1:7]]
-    expected = np.asarray(joint.X[nearest].mean(axis=0)).ravel()
-    np.testing.assert_allclose(np.asarray(data.neighbors[first].todense()).ravel(), expected, rtol=1e-5)
+    # a spot's neighbourhood input is the mean of its hexagon neighbours (array positions) in its own section
+    second = np.flatnonzero(joint.obs[BATCH_KEY] == "sim_seed2")
+    rows, cols = joint.obs["array_row"].to_numpy(), joint.obs["array_col"].to_numpy()
+
+    def hexagon(spot):  # the Visium grid's 6 neighbours that lie in the section
+        d_row, d_col = np.abs(rows[second] - rows[spot]), np.abs(cols[second] - cols[spot])
+        return second[((d_row == 0) & (d_col == 2)) | ((d_row == 1) & (d_col == 1))]
+
+    spot = next(spot for spot in second if len(hexagon(spot)) == 6)
+    around = hexagon(spot)
+    matrix = model.registry.matrix(joint)
+    expected = np.asarray(matrix[around].mean(axis=0)).ravel()
+    np.testing.assert_allclose(np.asarray(data.neighbors[spot].todense()).ravel(), expected, rtol=1e-5)
     model.train(**EPOCHS)
+    terms = model.history["reconstruction"].iloc[-1]
+    assert np.isfinite(terms)
     model.save(tmp_path / "neighbours")
-    loaded = dpst.DPVAE.load(tmp_path / "neighbours", joint)
-    assert loaded.registry.encoder_neighbors == 6
+    loaded = model_class.load(tmp_path / "neighbours", joint)
+    assert loaded.registry.neighborhood == neighborhood
     np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
+    assert model.get_reconstruction().shape == (joint.n_obs, joint.n_vars)

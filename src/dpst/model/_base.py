@@ -89,11 +89,15 @@ _PARAMETERS_DOC = """
         Learn lam with the network; False keeps it fixed (then ``lam`` is required).
     penalty_warmup_epochs
         Epochs trained without the penalty before it is switched on.
-    encoder_neighbors
-        The encoder also reads the mean input of each spot's ``encoder_neighbors``
-        nearest spots (kNN in micrometres, within its section), as BANKSY reads
-        neighbourhood expression; the decoder still reconstructs the spot's own
-        input. 0 (default): the spot alone.
+    neighborhood
+        What the model reads of each spot's neighbourhood, the mean input of its
+        neighbours in the neighbourhood graph (the Visium hexagon's 6, 4 on a
+        square lattice, the 6 nearest cells; within its section), as BANKSY reads
+        neighbourhood expression. ``"none"`` (default): the spot alone.
+        ``"encoder"``: the encoder reads it beside the spot's own input; the
+        decoder reconstructs the spot alone. ``"reconstructed"``: the encoder reads
+        it and the decoder reconstructs it too, so the latent describes the spot
+        and its neighbourhood.
     seed
         Seed of the weights' initialization and, unless :meth:`train` is given
         another, of training. A fixed seed gives identical results on CPU.
@@ -160,7 +164,7 @@ class _DPModel:
         lam: float | None = None,
         learn_lam: bool = True,
         penalty_warmup_epochs: int = 0,
-        encoder_neighbors: int = 0,
+        neighborhood: Literal["none", "encoder", "reconstructed"] = "none",
         seed: int = 0,
         _registry: DataRegistry | None = None,
         **module_kwargs,
@@ -183,7 +187,7 @@ class _DPModel:
             adata,
             self.default_layer if layer == "default" else layer,
             batch_key,
-            encoder_neighbors=check_int("encoder_neighbors", encoder_neighbors, minimum=0),
+            neighborhood=neighborhood,
             spatial_key=spatial_key,
             coordinate_unit=coordinate_unit,
             library_key=library_key,
@@ -213,7 +217,7 @@ class _DPModel:
                 n_layers=n_layers,
                 dropout_rate=dropout_rate,
                 n_batch=self.registry.n_batch,
-                encode_neighbors=self.registry.encoder_neighbors > 0,
+                neighborhood=self.registry.neighborhood,
                 **module_kwargs,
             )
         self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)

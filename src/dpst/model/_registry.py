@@ -1,8 +1,8 @@
 """Data registration: which fields of an AnnData a model reads, apart from fitting.
 
 A model never guesses a key: :class:`DataRegistry` names the input (``layer``),
-the batch column (``batch_key``) with its categories and, when the encoder reads
-the neighbourhood, where the coordinates are; it is saved with the model and
+the batch column (``batch_key``) with its categories and, when the model reads
+each spot's neighbourhood, where the coordinates are; it is saved with the model and
 reads the same fields from any AnnData the model later encodes.
 """
 
@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dpst.graph import spatial_graph
 from dpst.pp._coordinates import micrometre_coordinates
+from dpst.pp._graphs import build_neighbor_graph
 from dpst.train import SpotData
+
+# how a model may read each spot's neighbourhood (see DPVAE's parameters)
+NEIGHBORHOODS = ("none", "encoder", "reconstructed")
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,18 @@ class DataRegistry:
         Column of ``adata.obs`` naming each spot's batch; None: no batches.
     batch_categories
         The batches, in the order of their codes (one-hot columns).
-    encoder_neighbors
-        k of the spatial kNN graph (micrometres, within each library) whose mean
-        input the encoder reads beside each spot's own; 0: none.
+    neighborhood
+        ``"none"``, or how the model reads the mean input of each spot's
+        neighbours (``"encoder"``, ``"reconstructed"``; see :class:`dpst.DPVAE`).
     spatial_key, coordinate_unit, library_key
         Where the coordinates are, in which unit, and the sections (as
-        :func:`dpst.pp.spatial_coordinates` takes them); read with ``encoder_neighbors``.
+        :func:`dpst.pp.spatial_coordinates` takes them); read with a neighbourhood.
     """
 
     layer: str | None
     batch_key: str | None = None
     batch_categories: tuple[str, ...] = ()
-    encoder_neighbors: int = 0
+    neighborhood: str = "none"
     spatial_key: str = "spatial"
     coordinate_unit: str = "auto"
     library_key: str | None = None
@@ -52,7 +55,7 @@ class DataRegistry:
     def register(cls, adata: ad.AnnData, layer: str | None, batch_key: str | None, **fields) -> DataRegistry:
         """Register ``adata``'s fields: the input layer must exist, the batch column be complete.
 
-        ``fields`` are the registry's other fields (``encoder_neighbors`` and where
+        ``fields`` are the registry's other fields (``neighborhood`` and where
         the coordinates are).
 
         Raises
@@ -63,6 +66,8 @@ class DataRegistry:
             The batch column has missing values.
         """
         registry = cls(layer, batch_key, **fields)
+        if registry.neighborhood not in NEIGHBORHOODS:
+            raise ValueError(f"neighborhood must be one of {NEIGHBORHOODS}, got {registry.neighborhood!r}")
         registry.matrix(adata)  # a missing layer fails here
         if batch_key is None:
             return registry
@@ -115,22 +120,25 @@ class DataRegistry:
         return codes.astype(np.int64)
 
     def neighbor_mean(self, adata: ad.AnnData, x):
-        """Each spot's mean input over its ``encoder_neighbors`` nearest spots of the same library."""
+        """Each spot's mean input over its neighbours in the neighbourhood graph, within its library.
+
+        The graph is :func:`dpst.pp.spatial_neighbors`' ``kind="auto"``: the
+        Visium hexagon's 6 neighbours, 4 on a square lattice of bins, the 6
+        nearest cells otherwise.
+        """
         coords, _record, libraries = micrometre_coordinates(
             adata, self.spatial_key, self.coordinate_unit, self.library_key
         )
-        graph = spatial_graph(
-            coords, "knn", n_neighbors=self.encoder_neighbors, groups=libraries.groups(), group_names=libraries.names
-        )
-        adjacency = (graph.adjacency() > 0).astype(np.float32)
+        adjacency = build_neighbor_graph(adata, coords, libraries).connectivities
+        adjacency = (adjacency > 0).astype(np.float64)
         degree = np.asarray(adjacency.sum(axis=1)).ravel()
-        mean = sp.diags(1.0 / degree) @ adjacency @ x
-        return mean.tocsr() if sp.issparse(mean) else np.asarray(mean, dtype=np.float32)
+        mean = sp.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency @ x  # a spot without neighbours reads zeros
+        return sp.csr_matrix(mean, dtype=np.float32) if sp.issparse(mean) else np.asarray(mean, dtype=np.float32)
 
     def spot_data(self, adata: ad.AnnData) -> SpotData:
         """What the module reads of ``adata``'s spots."""
         x = self.matrix(adata)
-        neighbors = self.neighbor_mean(adata, x) if self.encoder_neighbors else None
+        neighbors = self.neighbor_mean(adata, x) if self.neighborhood != "none" else None
         return SpotData(x, self.batch_codes(adata), neighbors)
 
     def to_dict(self) -> dict:

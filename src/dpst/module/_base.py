@@ -49,11 +49,12 @@ class VAEModule(nn.Module):
         Number of batches; with more than 0, each spot's batch (one-hot) is
         appended to the encoder's and the decoder's input. 0: no batches, and
         the networks are exactly those of a module without them.
-    encode_neighbors
-        The encoder also reads the mean input of each spot's spatial neighbours
-        (:data:`NEIGHBORS_KEY`, through the same :meth:`encoder_input`): the
-        posterior q(z | x, x_neighbours) is amortized with the neighbourhood,
-        while the generative model p(x | z) is unchanged.
+    neighborhood
+        ``"none"``; ``"encoder"``: the encoder also reads the mean input of each
+        spot's spatial neighbours (:data:`NEIGHBORS_KEY`, through the same
+        :meth:`encoder_input`), the generative model p(x | z) is unchanged;
+        ``"reconstructed"``: besides, the decoder reconstructs that mean, p(x,
+        x_neighbours | z), so z describes the spot and its neighbourhood.
 
     Raises
     ------
@@ -70,7 +71,7 @@ class VAEModule(nn.Module):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
-        encode_neighbors: bool = False,
+        neighborhood: str = "none",
     ):
         super().__init__()
         n_input = check_int("n_input (number of genes)", n_input, minimum=1)
@@ -82,7 +83,11 @@ class VAEModule(nn.Module):
         self.n_batch = check_int("n_batch", n_batch, minimum=0)
         self.n_input = n_input
         self.n_latent = n_latent
-        self.encode_neighbors = bool(encode_neighbors)
+        if neighborhood not in ("none", "encoder", "reconstructed"):
+            raise ValueError(f"neighborhood must be 'none', 'encoder' or 'reconstructed', got {neighborhood!r}")
+        self.neighborhood = neighborhood
+        self.encode_neighbors = neighborhood != "none"
+        self.reconstructs_neighbors = neighborhood == "reconstructed"
         n_encoded = n_input * (2 if self.encode_neighbors else 1) + self.n_batch
         self.encoder = Encoder(n_encoded, n_latent, n_hidden, n_layers, dropout_rate)
 
@@ -165,6 +170,28 @@ class VAEModule(nn.Module):
         """
         raise NotImplementedError
 
+    def neighborhood_log_likelihood(self, x_neighbors: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Elementwise log-likelihood of the neighbourhood's mean input (``neighborhood="reconstructed"``).
+
+        Parameters
+        ----------
+        x_neighbors
+            ``(n, n_input)`` mean input of each spot's neighbours.
+        gen
+            Outputs of :meth:`generative`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n, n_input)`` log-likelihoods.
+
+        Raises
+        ------
+        NotImplementedError
+            In this base class.
+        """
+        raise NotImplementedError
+
     def log_normalized(self, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """The reconstruction in log1p(1e4-normalized) space.
 
@@ -223,6 +250,8 @@ class VAEModule(nn.Module):
             and ``kl``, KL(q(z | x) || N(0, I)); each of shape ``(n,)``.
         """
         reconstruction = -self.log_likelihood(tensors[X_KEY], gen).sum(-1)
+        if self.reconstructs_neighbors:
+            reconstruction = reconstruction - self.neighborhood_log_likelihood(tensors[NEIGHBORS_KEY], gen).sum(-1)
         mean, var = inf["qz_mean"], inf["qz_var"]
         kl = 0.5 * (var + mean**2 - 1.0 - torch.log(var)).sum(-1)
         return {"reconstruction": reconstruction, "kl": kl}

@@ -19,8 +19,9 @@ class GaussianVAEModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors
-        As for :class:`VAEModule`.
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, neighborhood
+        As for :class:`VAEModule`. With ``"reconstructed"`` the mean and the
+        variances cover the spot's genes, then its neighbourhood's.
     """
 
     def __init__(
@@ -31,12 +32,13 @@ class GaussianVAEModule(VAEModule):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
-        encode_neighbors: bool = False,
+        neighborhood: str = "none",
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, neighborhood)
+        n_output = n_input * (2 if self.reconstructs_neighbors else 1)
         self.decoder = HiddenLayers(n_latent + self.n_batch, n_hidden, n_layers, dropout_rate=0.0)
-        self.mean = nn.Linear(n_hidden, n_input)
-        self.log_var = nn.Parameter(torch.zeros(n_input))
+        self.mean = nn.Linear(n_hidden, n_output)
+        self.log_var = nn.Parameter(torch.zeros(n_output))
 
     def generative(self, z: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decode ``z``.
@@ -51,14 +53,29 @@ class GaussianVAEModule(VAEModule):
         Returns
         -------
         dict
-            ``mean`` and ``log_var``, each ``(n, n_input)``.
+            ``mean`` and ``log_var``, each ``(n, n_input)``; with a reconstructed
+            neighbourhood also ``neighbors_mean`` and ``neighbors_log_var``.
         """
         h = self.decoder(self.with_batch(z, tensors))
-        return {"mean": self.mean(h), "log_var": self.log_var.expand(len(z), -1)}
+        mean, log_var = self.mean(h), self.log_var.expand(len(z), -1)
+        if not self.reconstructs_neighbors:
+            return {"mean": mean, "log_var": log_var}
+        own, neighbors = mean.split(self.n_input, dim=-1)
+        own_log_var, neighbors_log_var = log_var.split(self.n_input, dim=-1)
+        return {
+            "mean": own,
+            "log_var": own_log_var,
+            "neighbors_mean": neighbors,
+            "neighbors_log_var": neighbors_log_var,
+        }
 
     def log_likelihood(self, x: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """Elementwise Gaussian log-density of ``x`` (see :func:`gaussian_log_prob`)."""
         return gaussian_log_prob(x, gen["mean"], gen["log_var"])
+
+    def neighborhood_log_likelihood(self, x_neighbors: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Elementwise Gaussian log-density of the neighbourhood's mean expression."""
+        return gaussian_log_prob(x_neighbors, gen["neighbors_mean"], gen["neighbors_log_var"])
 
     def log_normalized(self, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """The decoder mean: the input is already log-normalized."""

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._base import BATCH_KEY, X_KEY, VAEModule
+from ._base import BATCH_KEY, NEIGHBORS_KEY, X_KEY, VAEModule
 from ._blocks import HiddenLayers
 from ._likelihoods import nb_log_prob, zinb_log_prob
 
@@ -22,8 +22,10 @@ class SCVIModule(VAEModule):
 
     Parameters
     ----------
-    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors
-        As for :class:`VAEModule`.
+    n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, neighborhood
+        As for :class:`VAEModule`. A reconstructed neighbourhood (its mean
+        counts) has its own softmax scale and a negative binomial with the
+        spots' dispersion and the neighbourhood's mean library size.
     likelihood
         ``"zinb"`` or ``"nb"``.
     dispersion
@@ -45,11 +47,11 @@ class SCVIModule(VAEModule):
         n_layers: int = 1,
         dropout_rate: float = 0.1,
         n_batch: int = 0,
-        encode_neighbors: bool = False,
+        neighborhood: str = "none",
         likelihood: Literal["zinb", "nb"] = "zinb",
         dispersion: Literal["gene", "gene-batch"] = "gene",
     ):
-        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, encode_neighbors)
+        super().__init__(n_input, n_latent, n_hidden, n_layers, dropout_rate, n_batch, neighborhood)
         if likelihood not in ("zinb", "nb"):
             raise ValueError(f"likelihood must be 'zinb' or 'nb', got {likelihood!r}")
         if dispersion not in ("gene", "gene-batch"):
@@ -62,6 +64,8 @@ class SCVIModule(VAEModule):
         self.zi_logits = nn.Linear(n_hidden, n_input)
         per_batch = (self.n_batch,) if dispersion == "gene-batch" else ()
         self.log_theta = nn.Parameter(torch.randn(*per_batch, n_input))
+        if self.reconstructs_neighbors:  # built last: without it every other weight is drawn as before
+            self.neighbors_scale = nn.Sequential(nn.Linear(n_hidden, n_input), nn.Softmax(dim=-1))
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """log1p of the counts."""
@@ -89,18 +93,26 @@ class SCVIModule(VAEModule):
         scale = self.scale(h)
         library = tensors[X_KEY].sum(-1, keepdim=True)  # observed library size
         log_theta = self.log_theta[tensors[BATCH_KEY]] if self.dispersion == "gene-batch" else self.log_theta
-        return {
+        gen = {
             "scale": scale,
             "mu": library * scale,
             "theta": torch.exp(log_theta),
             "zi_logits": self.zi_logits(h),
         }
+        if self.reconstructs_neighbors:
+            neighbors_library = tensors[NEIGHBORS_KEY].sum(-1, keepdim=True)
+            gen["neighbors_mu"] = neighbors_library * self.neighbors_scale(h)
+        return gen
 
     def log_likelihood(self, x: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """Elementwise ZINB or NB log-probability of the counts ``x``."""
         if self.likelihood == "nb":
             return nb_log_prob(x, gen["mu"], gen["theta"])
         return zinb_log_prob(x, gen["mu"], gen["theta"], gen["zi_logits"])
+
+    def neighborhood_log_likelihood(self, x_neighbors: torch.Tensor, gen: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Elementwise NB log-probability of the neighbourhood's mean counts (lgamma extends it to non-integers)."""
+        return nb_log_prob(x_neighbors, gen["neighbors_mu"], gen["theta"])
 
     def log_normalized(self, gen: dict[str, torch.Tensor]) -> torch.Tensor:
         """``log1p(1e4 * scale)``: the reconstruction in log-normalized space."""
