@@ -8,8 +8,9 @@ spots: both settings' kept spots and Layer-1 spots are printed), then builds the
 representations:
 
 - ``PCA 30``: scanpy's PCA (30 components) of the log-normalized highly variable genes;
-- dpst models over the grid ``--models`` x ``--alphas`` x ``--penalty-latents`` x
-  ``--seeds`` (alpha 0 is trained once per seed: the penalty's latent is moot there),
+- dpst models over the grid ``--models`` x ``--neighborhoods`` x ``--alphas`` x
+  ``--penalty-latents`` x ``--seeds`` (alpha 0 is trained once per seed: the penalty's
+  latent is moot there; ``--neighborhoods`` are the models' ``neighborhood`` settings),
   ``--epochs`` epochs full batch (``--scvi-epochs`` for DPSCVI), the other settings
   the library's defaults.
 
@@ -37,7 +38,8 @@ optionally ``seconds`` and ``peak_mib``.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tests/benchmarks/domains.py
         [--data ../shared/data/dlpfc] [--sections 151673,151674] [--min-counts 100]
-        [--models vae,scvi] [--alphas 0,100] [--penalty-latents sample,mean] [--seeds 0,1,2]
+        [--models vae,scvi] [--neighborhoods none,reconstructed] [--alphas 0,100]
+        [--penalty-latents sample,mean] [--seeds 0,1,2]
         [--epochs 1000] [--scvi-epochs 500] [--fit-seeds 0,1,2,3,4] [--no-pca]
         [--cache-dir /tmp/dpst_domains_cache] [--time-limit 75] [--out domains.tsv]
         [--fits-out fits.tsv] [--external "NAME=/tmp/peer_{section}.npz" ...] [--threads 1]
@@ -150,27 +152,33 @@ def load_sections(args) -> dict[str, ad.AnnData]:
 
 
 # ------------------------------------------------------------------ representations
-def configs(args) -> list[tuple[str, float, str]]:
-    """(model, alpha, penalty latent) of the grid; alpha 0 once (its penalty latent does nothing)."""
+def configs(args) -> list[tuple[str, float, str, str]]:
+    """(model, alpha, penalty latent, neighborhood) of the grid; alpha 0 once (its penalty latent does nothing)."""
     out = []
     for model in words(args.models):
-        for alpha in floats(args.alphas):
-            for latent in ["sample"] if alpha == 0 else words(args.penalty_latents):
-                out.append((model, alpha, latent))
+        for neighborhood in words(args.neighborhoods):
+            for alpha in floats(args.alphas):
+                for latent in ["sample"] if alpha == 0 else words(args.penalty_latents):
+                    out.append((model, alpha, latent, neighborhood))
     return out
 
 
-def representation(model: str, alpha: float, latent: str, args) -> str:
+def representation(model: str, alpha: float, latent: str, args, neighborhood: str = "none") -> str:
     epochs = args.scvi_epochs if model == "scvi" else args.epochs
     name = f"{MODEL_NAMES[model]} a{alpha:g}"
     if alpha > 0:
         name += f" {latent}"
+    if neighborhood != "none":
+        name += f" nbhd-{neighborhood}"
     return f"{name} ({epochs} ep)"
 
 
-def cache_path(args, section: str, model: str, alpha: float, latent: str, seed: int) -> Path:
+def cache_path(
+    args, section: str, model: str, alpha: float, latent: str, seed: int, neighborhood: str = "none"
+) -> Path:
     epochs = args.scvi_epochs if model == "scvi" else args.epochs
-    name = f"{section}_{model}_a{alpha:g}_{latent}_s{seed}_e{epochs}_mc{args.min_counts}.npz"
+    setting = "" if neighborhood == "none" else f"_n{neighborhood}"  # names of caches before the option kept
+    name = f"{section}_{model}_a{alpha:g}_{latent}{setting}_s{seed}_e{epochs}_mc{args.min_counts}.npz"
     return Path(args.cache_dir) / name
 
 
@@ -182,12 +190,14 @@ def load_cached(path: Path, adata: ad.AnnData) -> dict:
     return result
 
 
-def train(adata: ad.AnnData, args, model: str, alpha: float, latent: str, seed: int) -> dict:
+def train(
+    adata: ad.AnnData, args, model: str, alpha: float, latent: str, seed: int, neighborhood: str = "none"
+) -> dict:
     torch.set_num_threads(args.threads)  # scanpy may reset it
     epochs = args.scvi_epochs if model == "scvi" else args.epochs
     reset = reset_peak()
     start = time.perf_counter()
-    trained = MODELS[model](adata, alpha=alpha, penalty_latent=latent, seed=seed)
+    trained = MODELS[model](adata, alpha=alpha, penalty_latent=latent, neighborhood=neighborhood, seed=seed)
     trained.train(max_epochs=epochs, progress_bar=False, device="cpu")
     seconds = time.perf_counter() - start
     key = trained.write_results(key_added="_latent")
@@ -210,16 +220,16 @@ def trained_latents(sections: dict[str, ad.AnnData], args, started: float) -> di
     skipped = []
     for seed in ints(args.seeds):
         for section, adata in sections.items():
-            for model, alpha, latent in configs(args):
-                path = cache_path(args, section, model, alpha, latent, seed)
-                rep = representation(model, alpha, latent, args)
+            for model, alpha, latent, neighborhood in configs(args):
+                path = cache_path(args, section, model, alpha, latent, seed, neighborhood)
+                rep = representation(model, alpha, latent, args, neighborhood)
                 if path.exists():
                     result, status = load_cached(path, adata), "cached"
                 elif args.time_limit and time.perf_counter() - started > 60 * args.time_limit:
                     skipped.append(f"{section} {rep} seed {seed}")
                     continue
                 else:
-                    result = train(adata, args, model, alpha, latent, seed)
+                    result = train(adata, args, model, alpha, latent, seed, neighborhood)
                     np.savez(path, **result)
                     status = "trained"
                 out.setdefault((section, rep), []).append(result | {"seed": seed})
@@ -328,6 +338,7 @@ def main():
     parser.add_argument("--sections", default="151673,151674")
     parser.add_argument("--min-counts", type=int, default=100, help="preprocess's min_counts (library default 500)")
     parser.add_argument("--models", default="vae", help="comma-separated: vae, scvi")
+    parser.add_argument("--neighborhoods", default="none", help="comma-separated: none, encoder, reconstructed")
     parser.add_argument("--alphas", default="0,100")
     parser.add_argument("--penalty-latents", default="sample", help="comma-separated: sample, mean")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds")
