@@ -115,19 +115,40 @@ def _tissue_mask(xy_um: np.ndarray, n_spots: int, rng: np.random.Generator) -> n
     return mask
 
 
-def _layer_domains(xy_um: np.ndarray, n_domains: int, rng: np.random.Generator) -> np.ndarray:
-    """Curved bands, like cortical layers.
-
-    The bands are quantile bins of the distance to a centre of curvature
-    placed outside the tissue.
-    """
+def _layer_depth(xy_um: np.ndarray, n_domains: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each spot's depth (distance to a centre of curvature outside the tissue) and the bands' inner edges."""
     centre = xy_um.mean(axis=0)
     extent = np.ptp(xy_um, axis=0).max() + SPOT_SPACING_UM
     angle = rng.uniform(-np.pi / 4, np.pi / 4) - np.pi / 2  # above the tissue
     focus = centre + 1.2 * extent * np.array([np.cos(angle), np.sin(angle)])
     depth = np.linalg.norm(xy_um - focus, axis=1)
     edges = np.quantile(depth, np.linspace(0, 1, n_domains + 1)[1:-1])
-    return np.searchsorted(edges, depth, side="right")
+    return depth, edges
+
+
+def _memberships(
+    depth: np.ndarray, edges: np.ndarray, boundary_width: float, mixing: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Each spot's share of each domain's expression, ``(n_spots, n_domains)``, rows summing to 1.
+
+    A band's share falls off across its edges as a logistic of width
+    ``boundary_width`` (micrometres), so spots near a boundary express both
+    sides; then ``mixing`` of each spot (a random share, on average
+    ``mixing``) comes from a random mixture of all domains, as spots that
+    hold cells of several types.
+    """
+    inner = np.concatenate([[-np.inf], edges])
+    outer = np.concatenate([edges, [np.inf]])
+    width = max(boundary_width, 1e-9)
+    rising = 1.0 / (1.0 + np.exp(-np.clip((depth[:, None] - inner) / width, -50, 50)))
+    falling = 1.0 / (1.0 + np.exp(-np.clip((outer - depth[:, None]) / width, -50, 50)))
+    share = rising * falling
+    share /= share.sum(axis=1, keepdims=True)
+    if mixing > 0:
+        other = rng.dirichlet(np.ones(share.shape[1]), size=len(share))
+        amount = np.clip(rng.beta(2.0, 2.0 * (1 - mixing) / mixing, size=(len(share), 1)), 0.0, 1.0)
+        share = (1 - amount) * share + amount * other
+    return share
 
 
 # --------------------------------------------------------------------------- #
@@ -148,16 +169,26 @@ def _gene_patterns(n_genes: int, n_domains: int, rng: np.random.Generator) -> tu
 
 
 def _log_expression(
-    xy_um: np.ndarray, domain: np.ndarray, kind: np.ndarray, owner: np.ndarray, rng: np.random.Generator
+    xy_um: np.ndarray,
+    domain: np.ndarray,
+    kind: np.ndarray,
+    owner: np.ndarray,
+    rng: np.random.Generator,
+    marker_fold: tuple[float, float] = (3.0, 6.0),
+    shares: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Unnormalized log expression, spots x genes."""
+    """Unnormalized log expression, spots x genes; ``shares``: graded domain memberships (None: sharp)."""
     n_genes = len(kind)
     base = rng.normal(0.0, 1.2, size=n_genes)
     log_expr = np.broadcast_to(base, (len(xy_um), n_genes)).copy()
 
     markers = np.flatnonzero(kind == "marker")
-    fold = np.log(rng.uniform(3.0, 6.0, size=len(markers)))
-    log_expr[:, markers] += fold * (domain[:, None] == owner[markers][None, :])
+    fold = np.log(rng.uniform(*marker_fold, size=len(markers)))
+    if shares is None:
+        log_expr[:, markers] += fold * (domain[:, None] == owner[markers][None, :])
+    else:  # a spot's marker level is its domains' expression mixed in proportion to their shares
+        share = shares[:, owner[markers]]
+        log_expr[:, markers] += np.log1p(share * np.expm1(fold))
 
     # Smooth gradients along random directions, in tissue-standardized units
     # (one common scale for both axes, so the pattern is not stretched).
@@ -224,6 +255,9 @@ def simulate_section(
     seed: int = 0,
     mean_library_size: float = 5000.0,
     dispersion: float = 5.0,
+    marker_fold: tuple[float, float] = (3.0, 6.0),
+    boundary_width: float = 0.0,
+    mixing: float = 0.0,
 ) -> ad.AnnData:
     """Simulate one Visium section with layered domains and smooth gradients.
 
@@ -250,6 +284,18 @@ def simulate_section(
     dispersion
         Inverse dispersion ``theta`` of the negative binomial counts (larger is
         closer to Poisson).
+    marker_fold
+        Range of the markers' fold change in their domain (uniform).
+    boundary_width
+        Width in micrometres over which domains blend across their boundaries
+        (a logistic fall-off); 0: sharp boundaries.
+    mixing
+        Mean share of each spot's marker expression drawn from a random mixture
+        of all domains (spots holding cells of several types), in ``[0, 1)``.
+        ``obs["domain"]`` is each spot's band in every case. The defaults give the
+        easy sections earlier versions simulated, to the bit; e.g.
+        ``marker_fold=(1.5, 3), boundary_width=150, mixing=0.3`` gives domains
+        that representations and clusterers find to different degrees.
 
     Returns
     -------
@@ -283,15 +329,26 @@ def simulate_section(
         raise ValueError("n_genes and n_domains must be positive")
     if n_domains > n_spots:
         raise ValueError(f"n_domains ({n_domains}) exceeds n_spots ({n_spots})")
+    low, high = marker_fold
+    if not 1.0 <= low <= high:
+        raise ValueError(f"marker_fold must be (low, high) with 1 <= low <= high, got {tuple(marker_fold)}")
+    if not (np.isfinite(boundary_width) and boundary_width >= 0):
+        raise ValueError(f"boundary_width must be >= 0 micrometres, got {boundary_width}")
+    if not 0 <= mixing < 1:
+        raise ValueError(f"mixing must be in [0, 1), got {mixing}")
     rng = np.random.default_rng(seed)
 
     xy_um_all = grid_to_um(rows, cols)
     tissue = _tissue_mask(xy_um_all, n_spots, rng)
     rows, cols, xy_um = rows[tissue], cols[tissue], xy_um_all[tissue]
-    domain = _layer_domains(xy_um, n_domains, rng)
+    depth, edges = _layer_depth(xy_um, n_domains, rng)
+    domain = np.searchsorted(edges, depth, side="right")
+    shares = None
+    if boundary_width > 0 or mixing > 0:  # its own generator: the easy sections keep their bits
+        shares = _memberships(depth, edges, boundary_width, mixing, np.random.default_rng([seed, 1]))
 
     kind, owner = _gene_patterns(n_genes, n_domains, rng)
-    log_expr = _log_expression(xy_um, domain, kind, owner, rng)
+    log_expr = _log_expression(xy_um, domain, kind, owner, rng, tuple(marker_fold), shares)
     proportions = np.exp(log_expr - log_expr.max(axis=1, keepdims=True))
     proportions /= proportions.sum(axis=1, keepdims=True)
     sigma = 0.35
