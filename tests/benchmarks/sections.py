@@ -15,7 +15,7 @@ per section), so every representation reads the same genes:
 - **scvi-tools** (``--scvi-tools``): ``scvi.model.SCVI`` on the reference's counts with the
   section as batch, ``SCVI.load_query_data`` + training on the query, layers transferred the same way.
 
-Each dpst model at alpha 0 and ``--alpha`` (``penalty_latent`` ``--penalty-latent``,
+Each dpst model at each of ``--alphas`` (``penalty_latent`` ``--penalty-latent``,
 ``neighborhood`` ``--neighborhood``), ``--epochs`` full-batch epochs, training seeds ``--seeds``.
 Printed per section: domain ARI of each section's own latent (GMM tied, 7 domains, fit seeds 0-4,
 ``dpst.tl.domains``) alone and in the joint model; for the query, the ARI of the transferred
@@ -24,8 +24,8 @@ scib-metrics (iLISI and cLISI on a 90-NN graph, silhouette of the layers and of 
 and train time: the joint run against the sum of the two single runs. Means (sd) over seeds.
 
     OMP_NUM_THREADS=1 python tests/benchmarks/sections.py [--data ../shared/data/dlpfc]
-        [--reference 151673] [--query 151674] [--epochs 1000] [--alpha 100]
-        [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--scvi-tools]
+        [--reference 151673] [--query 151674] [--epochs 1000] [--alphas 0,100]
+        [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
         [--threads 1] [--out sections.tsv]
 """
 
@@ -144,10 +144,11 @@ def main():
     parser.add_argument("--min-counts", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--scvi-epochs", type=int, default=400, help="scvi-tools' epochs (its default for ~7k cells)")
-    parser.add_argument("--alpha", type=float, default=100.0)
+    parser.add_argument("--alphas", default="0,100")
     parser.add_argument("--penalty-latent", default="mean")
     parser.add_argument("--neighborhood", default="none")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--no-pca", action="store_true", help="leave out joint PCA (e.g. in a second process)")
     parser.add_argument("--scvi-tools", action="store_true", help="also scvi-tools' SCVI with load_query_data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="TSV of every run")
@@ -167,21 +168,22 @@ def main():
     print(f"{both.n_obs} spots ({', '.join(f'{n}: {p.n_obs}' for n, p in parts.items())}) x {both.n_vars} genes")
     started = time.perf_counter()
     rows = []
-    pca = sc.pp.pca(both.X, n_comps=30, random_state=0)
     own = {name: (both.obs[SECTION] == name).to_numpy() for name in names}
-    rows.append(
-        {
-            "method": "joint PCA 30",
-            "seed": 0,
-            "transfer_ARI": transfer_ari(
-                parts[args.reference], parts[args.query], pca[own[names[0]]], pca[own[names[1]]]
-            ),
-            **{f"ARI_{name}": section_ari(parts[name], pca[own[name]]) for name in names},
-            **mixing(both, pca),
-        }
-    )
+    if not args.no_pca:
+        pca = sc.pp.pca(both.X, n_comps=30, random_state=0)
+        rows.append(
+            {
+                "method": "joint PCA 30",
+                "seed": 0,
+                "transfer_ARI": transfer_ari(
+                    parts[args.reference], parts[args.query], pca[own[names[0]]], pca[own[names[1]]]
+                ),
+                **{f"ARI_{name}": section_ari(parts[name], pca[own[name]]) for name in names},
+                **mixing(both, pca),
+            }
+        )
     for seed in domains.ints(args.seeds):
-        for alpha in (0.0, args.alpha):
+        for alpha in domains.floats(args.alphas):
             label = f"a{alpha:g}"
             alone = {name: fit(parts[name], args, alpha, seed) for name in names}
             joint, joint_seconds = fit(both, args, alpha, seed, batch_key=SECTION)
