@@ -160,3 +160,20 @@ def test_harder_domains_blend_and_keep_their_bands():
 def test_bad_difficulty_settings_get_one_line(setting, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         dpst.sim.simulate_section(n_spots=100, n_genes=50, **setting)
+
+
+def test_a_simulated_section_plots_with_squidpy_and_scanpy_defaults(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import squidpy as sq
+
+    adata = simulate_section(n_spots=300, n_genes=60, seed=2)
+    sq.pl.spatial_scatter(adata, color="domain", save=None)
+    plt.close("all")
+    sc.pl.spatial(adata, color="domain", show=False)
+    plt.close("all")
+    entry = adata.uns["spatial"]["sim_seed2"]
+    assert entry["images"]["hires"] is entry["images"]["lowres"]
+    assert entry["scalefactors"]["tissue_hires_scalef"] == entry["scalefactors"]["tissue_lowres_scalef"]

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM
+from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM, _plot_defaults
 from .pp import is_raw_counts
 
 __all__ = ["VISIUM_COLS", "VISIUM_ROWS", "simulate_section", "write_spaceranger"]
@@ -385,7 +385,9 @@ def simulate_section(
         "tissue_lowres_scalef": LOWRES_SCALEF,
     }
     lowres = _render_tissue(xy_px, domain, LOWRES_SCALEF, SPOT_DIAMETER_FULLRES)
-    adata.uns["spatial"] = {f"sim_seed{seed}": {"images": {"lowres": lowres}, "scalefactors": scalefactors}}
+    images = {"lowres": lowres}
+    _plot_defaults(images, scalefactors)  # plots with squidpy's and scanpy's defaults, as a read section
+    adata.uns["spatial"] = {f"sim_seed{seed}": {"images": images, "scalefactors": scalefactors}}
     return adata
 
 
