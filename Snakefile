@@ -34,6 +34,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/domains.smk"
+include: "workflow/rules/joint.smk"
 include: "workflow/rules/aggregate.smk"
 
 

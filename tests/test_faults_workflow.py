@@ -115,7 +115,7 @@ CONFIG_ERRORS = {
     "unknown_top_level_key": (
         {"sensitivty": {"alphas": [0, 1]}},
         "sensitivty: unknown key (known keys here: sections, download, preprocess, "
-        "models, seeds, model, penalty, train, sensitivity, figure4, domains, "
+        "models, seeds, model, penalty, train, sensitivity, figure4, domains, joint, "
         "published_sections, resources)",
     ),
     "unknown_nested_key": (
@@ -127,6 +127,20 @@ CONFIG_ERRORS = {
     "wrong_type": ({"seeds": ["a"]}, "seeds[0]: 'a' is not of type 'integer'"),
     "empty_sensitivity_seeds": ({"sensitivity.seeds": []}, "sensitivity.seeds: [] should be non-empty"),
     "empty_sensitivity_sections": ({"sensitivity.sections": []}, "sensitivity.sections: [] should be non-empty"),
+    # joint groups
+    "joint_unknown_section": ({"joint": {"g": ["S1", "S9"]}}, "joint.g: unknown section(s) S9 (sections: S1)"),
+    "joint_one_section": ({"joint": {"solo": ["S1"]}}, "joint.solo: a group needs at least two sections, got 1 (S1)"),
+    "joint_section_twice": ({"joint": {"g": ["S1", "S1"]}}, "joint.g: section(s) S1 listed more than once"),
+    "joint_not_a_list": ({"joint": {"g": "S1"}}, "joint.g: 'S1' is not of type 'array'"),
+    "joint_named_like_a_section": (
+        {"sections.S2": {"simulate": {"seed": 2}}, "joint": {"S1": ["S1", "S2"]}},
+        "joint.S1: the group name S1 is also a section's name; name the group otherwise",
+    ),
+    "joint_preprocessed_differently": (
+        {"sections.S2": {"simulate": {"seed": 2}, "preprocess": {"min_counts": 20}}, "joint": {"g": ["S1", "S2"]}},
+        "joint.g: its sections are preprocessed differently (preprocess.min_counts: S1 10, S2 20); "
+        "a group is preprocessed with one setting, so give them the same (sections.<name>.preprocess)",
+    ),
 }
 
 

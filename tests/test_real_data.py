@@ -131,6 +131,7 @@ def test_workflow_on_a_real_section_through_local(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["sections"] = {"M1": {"local": str(REAL_DATA / "Vis5A_2dpi")}}
+    config.pop("joint", None)  # it names the demo's sections
     # The whole path from a real folder to Table 1 and the figures, kept short for CI
     # (test_penalty_raises_morans_i_on_a_real_section checks the science).
     config["preprocess"] = {"min_counts": 500, "min_cells": 10, "n_top_genes": 500}

@@ -23,6 +23,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PROFILE = ("--workflow-profile", "profiles/slurm")
 DEMO = ("--configfile", "config/demo.yaml")
 METRICS = ["moran_I", "geary_C", "mse_heldout", "mse_all", "penalty", "L_0.1"]
+# the SLURM comment of a single-section training job (the plugin's rule_<name>_wildcards_...),
+# not of a joint one (rule_train_joint_wildcards_...)
+TRAIN_COMMENT = "rule_train_wildcards"
+JOINT_TRAIN_COMMENT = "rule_train_joint_wildcards"
 
 
 def slurm_idle() -> bool:
@@ -47,14 +51,15 @@ def running_train_job(timeout: float = 600) -> str:
         out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             job_id, _, comment = line.partition(" ")
-            if comment.startswith("rule_train"):
+            if comment.startswith(TRAIN_COMMENT):
                 return job_id
         time.sleep(1)
     raise AssertionError("no training job started on SLURM")
 
 
-def train_submissions(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.startswith("sbatch call:") and "--comment rule_train" in line]
+def train_submissions(output: str, comment: str = TRAIN_COMMENT) -> list[str]:
+    """The sbatch calls of the single-section training jobs (or of another rule's, by its comment)."""
+    return [line for line in output.splitlines() if line.startswith("sbatch call:") and f"--comment {comment}" in line]
 
 
 def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, demo_run):
@@ -99,8 +104,10 @@ def test_demo_on_slurm_matches_local_run_and_survives_a_killed_job(tmp_path, dem
     assert 0 < len(resubmitted) < n_train
     assert len(resubmitted) + finished_first >= n_train
 
-    # every training job asked SLURM for a GPU, with CPUs per GPU
-    for call in train_submissions(first_output) + resubmitted:
+    # every training job, single-section or joint, asked SLURM for a GPU, with CPUs per GPU
+    joint = train_submissions(first_output + resumed.stdout + resumed.stderr, JOINT_TRAIN_COMMENT)
+    assert joint  # the demo's joint group
+    for call in train_submissions(first_output) + resubmitted + joint:
         assert "--gpus=1" in call and "--cpus-per-gpu=" in call
 
     local_runs = pd.read_csv(local / "results/metrics/runs.tsv", sep="\t")

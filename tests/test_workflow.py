@@ -53,7 +53,12 @@ def test_study_config_builds_the_full_dag_offline(workdir):
     assert counts["train"] == len(main | sweep)
     assert counts["download_10x_file"] == 8
     assert counts["preprocess"] == 4
-    for rule in ("table1", "figure4", "figure5", "figure6", "collect_runs"):
+    # the joint groups (anterior A1 + A2, posterior P1 + P2): every model x {0, alpha} x seed
+    assert config["joint"] == {"anterior": ["A1", "A2"], "posterior": ["P1", "P2"]}
+    assert counts["train_joint"] == 2 * 2 * 2 * 5
+    for rule in ("preprocess_joint", "joint_scores", "joint_figure"):
+        assert counts[rule] == 2
+    for rule in ("table1", "figure4", "figure5", "figure6", "collect_runs", "collect_joint_runs", "joint_table"):
         assert counts[rule] == 1
     assert not [rule for rule in counts if rule.startswith("domains")]  # no section names a domain_key
 
@@ -68,11 +73,11 @@ def test_bad_config_value_gives_the_schema_message(workdir):
 
 
 def demo_config_with(sections: dict) -> dict:
-    """The demo config with other sections (and no sweep or Figure 4 naming the old ones)."""
+    """The demo config with other sections (and no sweep, Figure 4 or joint group naming the old ones)."""
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     demo["sections"] = sections
-    demo.pop("sensitivity", None)
-    demo.pop("figure4", None)
+    for key in ("sensitivity", "figure4", "joint"):
+        demo.pop(key, None)
     return demo
 
 
@@ -110,6 +115,7 @@ def test_report_tables_are_rounded_and_say_why_published_cells_are_missing(workd
     """The table1 rule alone, on a runs table with many digits: the CSV keeps them, the report's HTML rounds."""
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["published_sections"] = {"S1": "A1"}  # S1 is compared with the study's A1; S2 has no counterpart
+    config.pop("joint")  # single-section runs only (the demo's joint rows: test_demo_end_to_end)
     rng = np.random.default_rng(0)
     runs = pd.DataFrame(
         [
@@ -158,7 +164,11 @@ def test_demo_end_to_end(demo_run):
     workdir, _ = demo_run
     results = workdir / "results"
     table = pd.read_csv(results / "table1/table1.csv")
-    assert len(table) == 2 * 2 * 2 * 2  # groups x models x metrics x sections
+    single = table[table["joint"].isna()]  # empty for single-section runs
+    assert len(single) == 2 * 2 * 2 * 2  # groups x models x metrics x sections
+    # the joint group both (S1 + S2): per section, beside the single-section rows
+    joint = table[table["joint"] == "both"]
+    assert len(joint) == len(single) and set(joint["section"]) == {"S1", "S2"}
     moran = table[table.metric == "moran_I"]["mean"]
     geary = table[table.metric == "geary_C"]["mean"]
     assert moran.between(-1, 1).all() and geary.between(0, 3).all()
@@ -172,6 +182,7 @@ def test_demo_end_to_end(demo_run):
     assert (runs["mse_heldout"] > 0).all() and (runs["L_0.1"] >= 1).all()
     metrics = json.loads(next((results / "runs").rglob("metrics.json")).read_text())
     assert metrics["device"] == "cpu"
+    check_demo_joint_runs(workdir)
 
     # job logs are written for files: a plain line per tenth of the epochs, no bar redraws, no colour codes
     for log in (workdir / "logs" / "train").rglob("*.log"):
@@ -187,6 +198,10 @@ def test_demo_end_to_end(demo_run):
     snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     assert "figure4.png" in html and "table1.html" in html and "local metric" in html
+    # the joint group's figure and scores, with their captions, and its rows in Table 1
+    assert "both.png" in html and "Group both: its sections trained as one model" in html
+    assert "scores.html" in html and "how well the sections mix in the joint latent" in html
+    assert "joint_runs.tsv" in html and "(both: S1 + S2)" in html
     # Table 1 as the report shows it: two decimals, and why the published cells of the simulated sections read n/a
     assert "table1_vs_published.html" in html and "n/a: here S1 (simulated), S2 (simulated)" in html
     table, _ = read_html_table(results / "table1" / "table1.html")
@@ -197,7 +212,54 @@ def test_demo_end_to_end(demo_run):
     config["seeds"] = [0, 2]
     counts = job_counts(workdir, "--configfile", write_config(workdir, config))
     assert counts["train"] == 2 * 2 * 2  # sections x models x {0, alpha} for seed 2
-    assert "preprocess" not in counts and "simulate_section" not in counts
+    assert counts["train_joint"] == 2 * 2  # models x {0, alpha} for seed 2, on the group
+    assert "preprocess" not in counts and "simulate_section" not in counts and "preprocess_joint" not in counts
+
+
+def check_demo_joint_runs(workdir: Path) -> None:
+    """The demo's joint group (S1 + S2): its runs, per-section metrics, scib-metrics scores and figure."""
+    import anndata as ad
+
+    results = workdir / "results"
+    group = ad.read_h5ad(results / "joint/preprocessed/both.h5ad")
+    assert list(group.obs["section"].cat.categories) == ["S1", "S2"]
+    assert group.uns["dpst_preprocess"]["coordinates"]["library_key"] == "section"
+    # both sections kept every spot; spots 100 um apart in each, as in the single-section files
+    for name in ("S1", "S2"):
+        alone = ad.read_h5ad(results / f"preprocessed/{name}.h5ad")
+        part = group[group.obs["section"] == name]
+        assert part.n_obs == alone.n_obs
+        np.testing.assert_allclose(part.obsm["spatial"], alone.obsm["spatial_um"], rtol=1e-3)
+        # the simulation's domains, carried through the Space Ranger files
+        assert part.obs["annotation"].notna().all() and alone.obs["domain"].notna().all()
+
+    joint_runs = pd.read_csv(results / "metrics/joint_runs.tsv", sep="\t", dtype={"section": str})
+    assert len(joint_runs) == 2 * 2 * 2 * 3  # models x {0, alpha} x seeds x (S1, S2, all)
+    assert set(joint_runs["section"]) == {"S1", "S2", "all"} and set(joint_runs["group"]) == {"both"}
+    per_section = joint_runs[joint_runs["section"] != "all"]
+    assert (per_section["n_spots"] == 250).all() and per_section[["moran_I", "geary_C"]].notna().all().all()
+    latent = ad.read_h5ad(results / "joint/runs/both/vae/alpha100/seed0/latent.h5ad")
+    assert latent.n_obs == 500 and set(latent.obs["section"]) == {"S1", "S2"}
+    log = (workdir / "logs/joint/train/both/vae/alpha100/seed0.log").read_text()
+    assert sum(line.startswith("epoch ") for line in log.splitlines()) == 10
+
+    scores = pd.read_csv(results / "joint/scores.tsv", sep="\t")
+    assert len(scores) == 2 * 2 * 2 and (scores["labels"] == "annotation").all()  # the simulated domains
+    for score in ("iLISI", "cLISI", "silhouette_label", "silhouette_batch"):
+        assert scores[score].between(0, 1).all(), score
+    shown, note = read_html_table(results / "joint/scores.html")
+    assert list(shown["backbone"].unique()) == ["VAE", "scVI"] and "scib-metrics" in note
+    clusters = pd.read_csv(results / "joint/scores/both/clusters.tsv", sep="\t", index_col=0)
+    assert clusters.shape == (500, 8) and clusters.nunique().between(2, 5).all()
+    assert (scores["n_domains"] == 5).all()  # the larger n_domains of S1 and S2
+    assert (results / "joint/both.png").stat().st_size > 50_000
+    assert (results / "joint/both.pdf").stat().st_size > 10_000
+
+    table, note = read_html_table(results / "table1/table1.html")
+    assert list(table["method"][:4]) == ["VAE", "VAE, joint (both)", "scVI", "scVI, joint (both)"]
+    assert "joint (group)" in note and "groups: both" in note
+    compare = pd.read_csv(results / "table1/table1_vs_published.csv")
+    assert "joint" not in compare.columns and len(compare) == 16  # single-section runs only
 
 
 def test_broken_local_folder_fails_naming_the_file(workdir, tmp_path):
@@ -224,6 +286,7 @@ def test_per_section_preprocess_override_and_clipped_genes_are_logged(workdir):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["preprocess"]["n_top_genes"] = 100
     config["sections"]["S2"]["preprocess"] = {"n_top_genes": 400, "min_counts": 20}
+    config.pop("joint")  # a group's sections must be preprocessed alike (tests/test_faults_workflow.py)
     targets = ["results/preprocessed/S1.h5ad", "results/preprocessed/S2.h5ad"]
     snakemake(workdir, *targets, "--cores", "2", "--configfile", write_config(workdir, config))
     s1, s2 = (dpst_record(workdir / target) for target in targets)

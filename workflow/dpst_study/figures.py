@@ -548,3 +548,97 @@ def _swatch(color: str) -> Line2D:
 def _natural(name: str) -> tuple:
     """Sort key putting "2" before "10"."""
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+# ----------------------------------------------------------------------------- joint runs
+
+# one colour per section of a group: dark and light, unlike the cluster colours' order
+_SECTION_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+
+
+class JointPanel(NamedTuple):
+    """One joint run in its group's figure: backbone, penalty, seed, its UMAP, each spot's section and cluster."""
+
+    model: str
+    alpha: float
+    seed: int
+    umap: np.ndarray
+    sections: np.ndarray
+    clusters: np.ndarray
+    scores: Mapping[str, float]
+
+
+def _scatter(ax: Axes, xy: np.ndarray, colors: Sequence[str]) -> None:
+    # a random drawing order: no section or cluster hides another by coming last
+    order = np.random.default_rng(0).permutation(len(xy))
+    ax.scatter(xy[order, 0], xy[order, 1], c=np.asarray(colors)[order], s=6, linewidths=0, rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def _score_text(scores: Mapping[str, float], names: Sequence[str]) -> str:
+    return ", ".join(f"{n} {scores[n]:.2f}" for n in names if n in scores and np.isfinite(scores[n]))
+
+
+def joint_figure(group: str, sections: Sequence[str], panels: Sequence[JointPanel], note: str = "") -> Figure:
+    """A group's joint latents in UMAP: coloured by section (top row) and by cluster (bottom row), one column per run.
+
+    Parameters
+    ----------
+    group
+        The group's name.
+    sections
+        Its sections, in order (their colours).
+    panels
+        The runs to show, in order (e.g. each backbone without and with the penalty).
+    note
+        A line under the title (how the clusters were found).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not panels:
+        raise ValueError("joint_figure needs at least one run")
+    section_colors = {s: _SECTION_COLORS[i % len(_SECTION_COLORS)] for i, s in enumerate(sections)}
+    clusters = sorted({str(c) for p in panels for c in p.clusters}, key=_natural)
+    cluster_colors = label_colors(clusters)
+    fig = Figure(figsize=(3.3 * len(panels) + 1.9, 7.4), layout="constrained")
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    for column, panel in enumerate(panels):
+        if not (len(panel.umap) == len(panel.sections) == len(panel.clusters)):
+            raise ValueError(f"{panel.model} alpha {panel.alpha:g}: UMAP, sections and clusters differ in length")
+        title = f"{group} · {MODEL_LABEL.get(panel.model, panel.model)} · α = {panel.alpha:g} · seed {panel.seed}"
+        by_section, by_cluster = axes[0, column], axes[1, column]
+        _scatter(by_section, panel.umap, [section_colors[str(s)] for s in panel.sections])
+        by_section.set_title(f"{title}\nby section; {_score_text(panel.scores, ('iLISI',))}", fontsize=9)
+        _scatter(by_cluster, panel.umap, [cluster_colors[str(c)] for c in panel.clusters])
+        on = f" (on the {panel.scores['labels']})" if "labels" in panel.scores else ""
+        by_cluster.set_title(f"{title}\nby cluster; {_score_text(panel.scores, ('cLISI',))}{on}", fontsize=9)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("UMAP 2")
+    for ax in axes[-1]:
+        ax.set_xlabel("UMAP 1")
+    fig.legend(
+        [_swatch(section_colors[s]) for s in sections],
+        list(sections),
+        loc="outside right upper",
+        title="section",
+        fontsize=9,
+        title_fontsize=9,
+        frameon=False,
+    )
+    fig.legend(
+        [_swatch(cluster_colors[c]) for c in clusters],
+        clusters,
+        loc="outside right lower",
+        title="cluster",
+        fontsize=9,
+        title_fontsize=9,
+        frameon=False,
+        ncol=1 if len(clusters) <= 12 else 2,
+    )
+    title = f"Group {group} ({' + '.join(sections)}): the joint latent in UMAP, without and with the penalty"
+    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=11)
+    return fig

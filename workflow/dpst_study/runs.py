@@ -12,11 +12,13 @@ import pandas as pd
 import torch
 
 from dpst._files import atomic_path
-from dpst.metrics import evaluate_model
+from dpst.metrics import evaluate_model, evaluate_model_by_library
 from dpst.model import DPSCVI, DPVAE
 from dpst.train import resolve_device
 
 MODEL_CLASSES = {"vae": DPVAE, "scvi": DPSCVI}
+JOINT_KEYS = ("group", "section", "model", "alpha", "seed")
+"""What identifies a row of a joint run's per-section metrics."""
 
 
 def latent_key(model: str) -> str:
@@ -45,6 +47,7 @@ def train_run(
     model_settings: dict,
     penalty_settings: dict,
     train_settings: dict,
+    batch_key: str | None = None,
 ) -> tuple:
     """Train one (model, alpha, seed) run and evaluate it.
 
@@ -65,12 +68,17 @@ def train_run(
         renamed to the model's ``penalty_latent`` and ``penalty_warmup_epochs``).
     train_settings
         Arguments of ``train()``.
+    batch_key
+        For a group of sections (a ``joint`` run): the ``obs`` column naming each
+        spot's section, the model's ``batch_key`` (and so its ``library_key``: the
+        penalty's graph stays within sections). None: one section.
 
     Returns
     -------
     tuple
         The trained model, its metrics (:func:`dpst.metrics.evaluate_model` with
-        the run's settings, timing and preprocessing record) and the per-dimension table.
+        the run's settings, timing and preprocessing record; over every spot for a
+        group) and the per-dimension table.
 
     Raises
     ------
@@ -92,6 +100,7 @@ def train_run(
         adata,
         alpha=alpha,
         seed=seed,
+        batch_key=batch_key,
         penalty_latent=latent,
         penalty_warmup_epochs=warmup,
         **penalty,
@@ -115,6 +124,51 @@ def train_run(
         **preprocess_record(adata),
     )
     return fitted, metrics, per_dimension
+
+
+def run_label(model: str, alpha, seed, section: str | None = None, group: str | None = None) -> str:
+    """How the logs name a run: ``"section S1, vae alpha 100 seed 0"`` or ``"group both, vae alpha 100 seed 0"``.
+
+    Parameters
+    ----------
+    model, alpha, seed
+        The run's backbone, penalty strength (its wildcard text or a number) and seed.
+    section, group
+        The section of a single-section run, or the group of a joint run (one of the two).
+
+    Returns
+    -------
+    str
+        The label.
+    """
+    where = f"group {group}" if group is not None else f"section {section}"
+    alpha_text = alpha if isinstance(alpha, str) else f"{float(alpha):g}"
+    return f"{where}, {model} alpha {alpha_text} seed {seed}"
+
+
+def section_metrics(fitted, metrics: dict) -> pd.DataFrame:
+    """A joint run's metrics per section (:func:`dpst.metrics.evaluate_model_by_library`), with the run's keys.
+
+    Parameters
+    ----------
+    fitted
+        The trained model, with ``batch_key``.
+    metrics
+        The run's metrics (:func:`train_run`): its ``group``, ``model``, ``alpha``,
+        ``seed``, timing and settings are repeated on every row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per section, then ``"all"`` (every spot): ``group``, ``section``,
+        ``model``, ``alpha``, ``seed``, the metrics and ``n_spots``, then the run's other fields.
+    """
+    by_section = evaluate_model_by_library(fitted).rename_axis("section").reset_index()
+    keys = {key: metrics[key] for key in JOINT_KEYS if key != "section"}
+    run = {k: v for k, v in metrics.items() if k not in by_section.columns and k not in keys}
+    table = by_section.assign(**keys, **run)
+    first = list(JOINT_KEYS)
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 def preprocess_record(adata: ad.AnnData) -> dict:
@@ -190,13 +244,16 @@ def strict_json(value):
     return value
 
 
-def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> None:
+def write_run(
+    fitted, metrics: dict, per_dimension: pd.DataFrame, outputs, by_section: pd.DataFrame | None = None
+) -> None:
     """Write a run's latent AnnData, metrics, per-dimension table, history and model.
 
     The latent AnnData holds what the library's ``fitted.write_results`` writes
     (``obsm`` and ``uns`` under :func:`latent_key`: the latent means and the fit),
     the coordinates in micrometres (``obsm["spatial_um"]``), the run's metrics
-    (``uns["run"]``) and the spots' grid position and domain (``obs``).
+    (``uns["run"]``) and the spots' grid position, domain and, in a group, section (``obs``).
+    A joint run's per-section metrics (``by_section``) go to ``outputs.sections``.
 
     Each file is written under a temporary name and renamed into place, metrics.json
     last: a crash or a full disk leaves no partial file at an output path.
@@ -213,15 +270,19 @@ def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> No
         Moran's I and Geary's C per latent dimension.
     outputs
         Paths with the attributes ``latent``, ``autocorrelation``, ``history``,
-        ``model`` and ``metrics`` (Snakemake's ``output``).
+        ``model`` and ``metrics`` (Snakemake's ``output``), and ``sections`` with ``by_section``.
+    by_section
+        A joint run's :func:`section_metrics`; None for a single section.
     """
     adata = fitted.adata
     # write_results writes into the AnnData it encodes: a new one on the same matrices (no copy),
     # so the caller's section is left as it was
-    encoded = ad.AnnData(X=adata.X, obs=adata.obs[[]], var=adata.var[[]], layers=dict(adata.layers))
+    # (with the batch and library columns a joint run's model reads)
+    columns = list(dict.fromkeys(k for k in (fitted.registry.batch_key, fitted.library_key) if k))
+    encoded = ad.AnnData(X=adata.X, obs=adata.obs[columns], var=adata.var[[]], layers=dict(adata.layers))
     key = fitted.write_results(encoded)
     latent = ad.AnnData(
-        obs=adata.obs[[c for c in ("array_row", "array_col", "domain") if c in adata.obs]].copy(),
+        obs=adata.obs[[c for c in ("array_row", "array_col", "domain", "section") if c in adata.obs]].copy(),
         obsm={key: encoded.obsm[key], "spatial_um": fitted.coords},
         uns={key: encoded.uns[key]},
     )
@@ -232,6 +293,9 @@ def write_run(fitted, metrics: dict, per_dimension: pd.DataFrame, outputs) -> No
         per_dimension.to_csv(tmp, sep="\t")
     with atomic_path(outputs.history) as tmp:
         fitted.history.to_csv(tmp, sep="\t", index=False)
+    if by_section is not None:
+        with atomic_path(outputs.sections) as tmp:
+            by_section.to_csv(tmp, sep="\t", index=False)
     fitted.save(outputs.model, overwrite=True)  # itself written aside and renamed
     with atomic_path(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(strict_json(metrics), indent=1, allow_nan=False))
@@ -272,6 +336,35 @@ def collect_runs(paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = runs.sort_values(first, kind="stable").reset_index(drop=True)
     per_dimension = pd.concat(dims, ignore_index=True)
     return runs, per_dimension[first + [c for c in per_dimension.columns if c not in first]]
+
+
+def collect_joint_runs(paths) -> pd.DataFrame:
+    """Joint runs' per-section metrics (sections.tsv files) -> one table.
+
+    Parameters
+    ----------
+    paths
+        The joint runs' sections.tsv files (:func:`section_metrics`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per joint run and section (and ``"all"``), sorted by group (in order
+        of appearance), model (VAE, scVI), alpha and seed, sections in each run's order.
+
+    Raises
+    ------
+    ValueError
+        ``paths`` is empty.
+    """
+    frames = [pd.read_csv(path, sep="\t", dtype={"group": str, "section": str}) for path in paths]
+    if not frames:
+        raise ValueError("no joint runs to collect")
+    table = pd.concat(frames, ignore_index=True)
+    groups, models = list(dict.fromkeys(table["group"])), list(dict.fromkeys(["vae", "scvi", *table["model"]]))
+    order = table.assign(_group=table["group"].map(groups.index), _model=table["model"].map(models.index))
+    order = order.sort_values(["_group", "_model", "alpha", "seed"], kind="stable")
+    return order.drop(columns=["_group", "_model"]).reset_index(drop=True)
 
 
 def set_threads(n: int) -> None:

@@ -32,6 +32,8 @@ MODEL_LABEL = {"vae": "VAE", "scvi": "scVI"}
 STUDY_SECTIONS = ("A2", "A1", "P2", "P1")  # the published column order
 KEYS = ("section", "model", "alpha", "seed")
 MISSING_CELL = "n/a"
+JOINT = "joint"
+"""Column of the runs table naming a joint run's group (``joint`` in the config); empty for a single section."""
 
 # Typed in from the study's Table 1: per row the I values for A2 A1 P2 P1,
 # then the C values for the same sections, each "mean sd".
@@ -86,6 +88,41 @@ def model_order(runs: pd.DataFrame) -> list[str]:
     return _ordered(runs["model"], MODEL_ORDER)
 
 
+def stack_joint_runs(runs: pd.DataFrame, joint_runs: pd.DataFrame) -> pd.DataFrame:
+    """The single-section runs and the joint runs' per-section rows in one runs table.
+
+    Parameters
+    ----------
+    runs
+        One row per single-section run (``results/metrics/runs.tsv``).
+    joint_runs
+        One row per joint run and section (``results/metrics/joint_runs.tsv``): its
+        ``group`` becomes the :data:`JOINT` column, and its rows over all of a
+        group's spots (section ``"all"``) are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Both, with :data:`JOINT` empty on the single-section runs.
+    """
+    joint = joint_runs[joint_runs["section"].astype(str) != "all"].rename(columns={"group": JOINT})
+    return pd.concat([runs.assign(**{JOINT: ""}), joint.assign(**{JOINT: joint[JOINT].astype(str)})], ignore_index=True)
+
+
+def single_section(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of single-section runs (no :data:`JOINT` group)."""
+    if JOINT not in table:
+        return table
+    return table[table[JOINT].fillna("").astype(str) == ""]
+
+
+def method_label(model: str, joint: object = "") -> str:
+    """A row's method: ``"VAE"``, or ``"VAE, joint (anterior)"`` for a joint run of group ``anterior``."""
+    label = MODEL_LABEL.get(model, model)
+    joint = "" if joint is None or (isinstance(joint, float) and math.isnan(joint)) else str(joint)
+    return f"{label}, joint ({joint})" if joint else label
+
+
 def penalty_runs(runs: pd.DataFrame, alpha_on: float, columns: Sequence[str] = ()) -> pd.DataFrame:
     """The runs with alpha 0 and alpha ``alpha_on``, with a ``group`` column; checks the contract.
 
@@ -103,9 +140,10 @@ def penalty_runs(runs: pd.DataFrame, alpha_on: float, columns: Sequence[str] = (
             raise ValueError(f"runs table has no runs with {label}; alphas present: {available}")
     out = runs.loc[is_off | is_on].copy()
     out["group"] = np.where(is_off[is_off | is_on], GROUP_OFF, GROUP_ON)
-    duplicated = out.duplicated(list(KEYS), keep=False)
+    keys = [JOINT, *KEYS] if JOINT in out else list(KEYS)
+    duplicated = out.duplicated(keys, keep=False)
     if duplicated.any():
-        raise ValueError(f"duplicate runs for (section, model, alpha, seed):\n{out.loc[duplicated, list(KEYS)]}")
+        raise ValueError(f"duplicate runs for ({', '.join(keys)}):\n{out.loc[duplicated, keys]}")
     return out
 
 
@@ -113,29 +151,38 @@ def table1(runs: pd.DataFrame, alpha_on: float, sections: Sequence[str] | None =
     """Mean and sd over seeds of Moran's I and Geary's C, long.
 
     One row per (group, model, metric, section) with columns group, model,
-    metric, section, alpha, mean, sd (ddof=1; NaN with one seed), n_seeds.
+    metric, section, alpha, mean, sd (ddof=1; NaN with one seed), n_seeds. With
+    joint runs (a :data:`JOINT` column, :func:`stack_joint_runs`), one row per
+    (group, model, joint, metric, section): each joint group's rows follow the
+    single-section rows of their model, ``joint`` empty on the latter.
     """
     selected = penalty_runs(runs, alpha_on, METRICS)
-    sections = section_order(selected, sections)
+    sections = section_order(single_section(selected), sections)
     selected = selected[selected["section"].isin(sections)]
+    joint = [JOINT] if JOINT in selected else []
+    if joint:
+        selected[JOINT] = selected[JOINT].fillna("").astype(str)
     tidy = selected.melt(
-        id_vars=["group", "model", "section", "alpha", "seed"],
+        id_vars=["group", "model", *joint, "section", "alpha", "seed"],
         value_vars=list(METRICS),
         var_name="metric",
         value_name="value",
     )
     stats = (
-        tidy.groupby(["group", "model", "metric", "section"], sort=False)
+        tidy.groupby(["group", "model", *joint, "metric", "section"], sort=False)
         .agg(alpha=("alpha", "first"), mean=("value", "mean"), sd=("value", "std"), n_seeds=("value", "count"))
         .reset_index()
     )
-    order = {"group": list(GROUPS), "model": model_order(selected), "metric": list(METRICS), "section": sections}
+    order = {"group": list(GROUPS), "model": model_order(selected)}
+    if joint:
+        order[JOINT] = _ordered(selected[JOINT], [""])
+    order |= {"metric": list(METRICS), "section": sections}
     for column, levels in order.items():
         stats[column] = pd.Categorical(stats[column], categories=levels, ordered=True)
     stats = stats.sort_values(list(order)).reset_index(drop=True)
     for column in order:  # back to plain strings for CSV and merges
         stats[column] = stats[column].astype(str)
-    return stats[["group", "model", "metric", "section", "alpha", "mean", "sd", "n_seeds"]]
+    return stats[["group", "model", *joint, "metric", "section", "alpha", "mean", "sd", "n_seeds"]]
 
 
 def format_cell(mean: float, sd: float, decimals: int = 2) -> str:
@@ -152,8 +199,9 @@ def table1_wide(long: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     Cells are strings "mean (sd)"; combinations without runs read "n/a".
     """
     _require_columns(long, ["group", "model", "metric", "section", "mean", "sd"])
+    joint = long[JOINT] if JOINT in long else [""] * len(long)
     long = long.assign(
-        method=[MODEL_LABEL.get(m, m) for m in long["model"]],
+        method=[method_label(m, j) for m, j in zip(long["model"], joint, strict=True)],
         column=[f"{METRIC_LETTER.get(m, m)} {s}" for m, s in zip(long["metric"], long["section"], strict=True)],
         cell=[format_cell(m, s, decimals) for m, s in zip(long["mean"], long["sd"], strict=True)],
     )
@@ -295,10 +343,17 @@ def comparison_markdown(comparison: pd.DataFrame, decimals: int = 3) -> str:
 
 
 def report_notes(long: pd.DataFrame, comparison: pd.DataFrame) -> tuple[str, str]:
-    """What the report's two tables need said under them: rounding, one seed, sections without published values."""
+    """What the report's two tables need said under them: rounding, one seed, joint rows, sections without published values."""
     rounding = "Rounded to two decimals, as the study prints them; {} holds every digit."
     one_seed = " The sd reads n/a with one seed." if (long["n_seeds"] < 2).any() else ""
     table_note = rounding.format("table1.csv") + one_seed
+    groups = [g for g in dict.fromkeys(long[JOINT]) if g] if JOINT in long else []
+    if groups:
+        table_note += (
+            " Rows 'joint (group)': one model trained on the group's sections together (the section as batch_key, "
+            "the penalty within sections), each cell over that section's spots; n/a for sections outside the group "
+            f"(groups: {', '.join(groups)})."
+        )
     unpublished = list(dict.fromkeys(comparison.loc[comparison["published_mean"].isna(), "section"]))
     compare_note = rounding.format("table1_vs_published.csv") + one_seed
     if unpublished:
@@ -384,7 +439,7 @@ def write_table1(
         raise ValueError(f"unknown output key(s) {sorted(unknown)}; expected some of {sorted(known)}")
     long = table1(runs, alpha_on, sections)
     wide = table1_wide(long)
-    comparison = compare_published(long, section_map)
+    comparison = compare_published(single_section(long).drop(columns=JOINT, errors="ignore"), section_map)
     notes = report_notes(long, comparison)
     writers = {
         "csv": lambda p: long.to_csv(p, index=False),

@@ -22,7 +22,7 @@ rule collect_runs:
 
 rule table1:
     input:
-        "results/metrics/runs.tsv",
+        unpack(table1_inputs),
     output:
         csv="results/table1/table1.csv",
         md="results/table1/table1.md",
@@ -48,6 +48,7 @@ rule table1:
         seeds=SEEDS,
         sections=SECTIONS,
         published_sections=canonical(config["published_sections"]),
+        joint=JOINT,
     script:
         "../scripts/table1.py"
 

@@ -133,9 +133,12 @@ def h5ad_file(section):
 
 
 def section_inputs(wildcards):
+    return section_files(wildcards.section)
+
+
+def section_files(section):
     """Files the preprocessing of a section reads (made by a rule, a local folder's,
     or an AnnData file)."""
-    section = wildcards.section
     source = section_source(section)
     if source == "h5ad":
         return [h5ad_file(section)]
@@ -321,6 +324,129 @@ def domain_outputs():
     return [*tables, *figures]
 
 
+# Joint runs: each `joint` group of sections trained as one model (batch_key: the section).
+JOINT = config["joint"]  # group -> its sections, in order
+JOINT_FIGURE_SEED = SEEDS[0]  # the training seed the joint figure shows
+
+
+def joint_run_dir(group, model, alpha, seed):
+    return f"results/joint/runs/{group}/{model}/alpha{alpha_label(alpha)}/seed{seed}"
+
+
+def joint_runs(group=None):
+    """Every group (or one) x model x {0, alpha} x seed, as Table 1's runs."""
+    if group is not None:
+        joint_group(group)  # stops, naming the key, for an unknown group
+    return [
+        (name, model, alpha, seed)
+        for name in ([group] if group is not None else JOINT)
+        for model in MODELS
+        for alpha in (0.0, ALPHA_ON)
+        for seed in SEEDS
+    ]
+
+
+def joint_group(group):
+    """A group's sections; the workflow stops, naming the key, for a group not in `joint`."""
+    if group not in JOINT:
+        stop(f"no joint group {group} (joint: {', '.join(JOINT) or 'none'})")
+    return JOINT[group]
+
+
+def joint_sources(wildcards):
+    """Where each section of a group is read from, and its coordinate and label settings."""
+    sources = {}
+    for section in joint_group(wildcards.group):
+        spec = config["sections"][section]
+        source = {"folder": spaceranger_folder(section), "h5ad": spec.get("h5ad")}
+        for key in (*H5AD_COORDINATE_KEYS, "domain_key"):
+            if key in spec:
+                source[key] = spec[key]
+        sources[section] = canonical(source)
+    return sources
+
+
+def joint_preprocess_settings(group):
+    """The preprocessing shared by a group's sections (check_joint made them agree)."""
+    settings = preprocess_settings(joint_group(group)[0])
+    return {k: v for k, v in settings.items() if k not in H5AD_COORDINATE_KEYS}
+
+
+def joint_inputs(wildcards):
+    """Files the preprocessing of a group reads: each of its sections' inputs."""
+    return [
+        path
+        for section in joint_group(wildcards.group)
+        for path in section_files(section)
+    ]
+
+
+def joint_clusters(group):
+    """Clusters of a group's joint latents: its sections' largest n_domains (an
+    annotated section's, a simulated one's), else domains.joint_clusters."""
+    given = []
+    for section in JOINT[group]:
+        spec = config["sections"][section]
+        given.append(spec.get("n_domains", spec.get("simulate", {}).get("n_domains")))
+    given = [n for n in given if n is not None]
+    return max(given) if given else config["domains"]["joint_clusters"]
+
+
+def joint_cluster_settings(group):
+    """How a group's joint latents are clustered: the config's `domains`, its number of clusters."""
+    settings = {k: v for k, v in config["domains"].items() if k != "joint_clusters"}
+    return canonical({**settings, "n_domains": joint_clusters(group)})
+
+
+def joint_scores_inputs(wildcards):
+    """Every run of a group, in joint_runs' order, and the group's preprocessed spots."""
+    return {
+        "latents": [
+            f"{joint_run_dir(*run)}/latent.h5ad" for run in joint_runs(wildcards.group)
+        ],
+        "group": f"results/joint/preprocessed/{wildcards.group}.h5ad",
+    }
+
+
+def joint_figure_inputs(wildcards):
+    runs = [
+        (wildcards.group, model, alpha, JOINT_FIGURE_SEED)
+        for model in MODELS
+        for alpha in (0.0, ALPHA_ON)
+    ]
+    return {
+        "latents": [f"{joint_run_dir(*run)}/latent.h5ad" for run in runs],
+        "scores": f"results/joint/scores/{wildcards.group}/scores.tsv",
+        "clusters": f"results/joint/scores/{wildcards.group}/clusters.tsv",
+    }
+
+
+def joint_metrics_files():
+    return [f"{joint_run_dir(*run)}/sections.tsv" for run in joint_runs()]
+
+
+def joint_outputs():
+    """The joint runs' metrics, scores and one figure per group; none without `joint`."""
+    if not JOINT:
+        return []
+    tables = [
+        "results/metrics/joint_runs.tsv",
+        *(f"results/joint/scores.{ext}" for ext in ("tsv", "md", "html")),
+    ]
+    figures = [
+        f"results/joint/{group}.{ext}" for group in JOINT for ext in ("png", "pdf")
+    ]
+    return [*tables, *figures]
+
+
+def table1_inputs(wildcards):
+    """The runs of Table 1: every single-section run, and the joint runs' per-section metrics."""
+    inputs = {"runs": "results/metrics/runs.tsv"}
+    if JOINT:
+        inputs["joint"] = "results/metrics/joint_runs.tsv"
+    return inputs
+
+
 def final_outputs():
     tables = [
         f"results/table1/{name}"
@@ -339,7 +465,13 @@ def final_outputs():
         for fig in ("figure4", "figure5", "figure6")
         for ext in ("png", "pdf")
     ]
-    return ["results/metrics/runs.tsv", *tables, *figures, *domain_outputs()]
+    return [
+        "results/metrics/runs.tsv",
+        *tables,
+        *figures,
+        *domain_outputs(),
+        *joint_outputs(),
+    ]
 
 
 # Stale locks. Snakemake's lock files (.snakemake/locks/N.input.lock,

@@ -56,6 +56,16 @@ def schema_problem(error):
         missing = error.message.split("'")[1]
         prefix = "" if where == "the config" else f"{where}."
         return f"{prefix}{missing}: required key is missing"
+    if error.path and error.path[0] == "joint" and len(error.path) == 2:
+        group = error.instance
+        if error.validator == "minItems":
+            return (
+                f"{where}: a group needs at least two sections, got {len(group)} "
+                f"({', '.join(map(str, group)) or 'none'})"
+            )
+        if error.validator == "uniqueItems":
+            twice = sorted({str(s) for s in group if group.count(s) > 1})
+            return f"{where}: section(s) {', '.join(twice)} listed more than once"
     if error.validator == "dependentRequired":
         # "'h5ad' is a dependency of 'spatial_key'"
         _, needed, _, key, _ = error.message.split("'")
@@ -140,6 +150,33 @@ def check_section_names():
             )
 
 
+def check_joint():
+    """Each `joint` group: known sections, a name no section has, one preprocessing."""
+    sections = config["sections"]
+    for group, members in config["joint"].items():
+        key = f"joint.{group}"
+        if group in sections:
+            stop(
+                f"config: {key}: the group name {group} is also a section's name; "
+                "name the group otherwise"
+            )
+        check_sections(key, members)
+        # the top-level preprocess with each section's own keys (filled by the schema)
+        settings = {
+            section: {**config["preprocess"], **sections[section].get("preprocess", {})}
+            for section in members
+        }
+        for name in sorted({name for s in settings.values() for name in s}):
+            values = {section: settings[section].get(name) for section in members}
+            if len({repr(v) for v in values.values()}) > 1:
+                given = ", ".join(f"{s} {v}" for s, v in values.items())
+                stop(
+                    f"config: {key}: its sections are preprocessed differently (preprocess.{name}: "
+                    f"{given}); a group is preprocessed with one setting, so give them the same "
+                    "(sections.<name>.preprocess)"
+                )
+
+
 def check_config(schema):
     """Validate `config` against the schema (filling defaults), then what a schema
     cannot say: keys given once, section names as text, finite numbers, section
@@ -160,3 +197,4 @@ def check_config(schema):
     if "section" in config["figure4"]:
         check_sections("figure4.section", [config["figure4"]["section"]])
     check_sections("published_sections", list(config["published_sections"]))
+    check_joint()

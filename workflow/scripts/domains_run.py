@@ -6,10 +6,11 @@ from threadpoolctl import threadpool_limits
 from dpst._files import atomic_path
 from dpst_study.domains import cluster_run, read_annotation
 from dpst_study.jobs import USER_ERRORS, logged_to
+from dpst_study.runs import run_label
 
 wc = snakemake.wildcards
 settings = snakemake.params.settings
-run = f"section {wc.section}, {wc.model} alpha {wc.alpha} seed {wc.seed}: "
+run = run_label(wc.model, wc.alpha, wc.seed, section=wc.section) + ": "
 with logged_to(snakemake.log[0], expected=USER_ERRORS, context=run), threadpool_limits(snakemake.threads):
     annotation = read_annotation(snakemake.input.section, settings["domain_key"])
     latent = ad.read_h5ad(snakemake.input.latent)
