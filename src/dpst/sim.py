@@ -348,7 +348,7 @@ def simulate_section(
         shares = _memberships(depth, edges, boundary_width, mixing, np.random.default_rng([seed, 1]))
 
     kind, owner = _gene_patterns(n_genes, n_domains, rng)
-    log_expr = _log_expression(xy_um, domain, kind, owner, rng, tuple(marker_fold), shares)
+    log_expr = _log_expression(xy_um, domain, kind, owner, rng, (low, high), shares)
     proportions = np.exp(log_expr - log_expr.max(axis=1, keepdims=True))
     proportions /= proportions.sum(axis=1, keepdims=True)
     sigma = 0.35

@@ -115,23 +115,33 @@ def freeze_reference(module: VAEModule, n_reference_batches: int) -> None:
     The encoder's batch-normalization statistics stay the reference's; the
     decoder's follow the query (as scArches does by default).
     """
-    first_layers = [module.encoder.hidden[0].weight, module.decoder[0].weight]
+    decoder = module.decoder
+    assert isinstance(decoder, nn.Sequential), "both backbones decode through HiddenLayers"
+    first_layers = [_first_linear(module.encoder.hidden).weight, _first_linear(decoder).weight]
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     for weight in first_layers:  # (hidden, inputs + batches): the query's batches are the last columns
         keep = torch.ones_like(weight, dtype=torch.bool)
         keep[:, weight.shape[1] - module.n_batch + n_reference_batches :] = False
         _train_only(weight, keep)
-    if getattr(module, "dispersion", None) == "gene-batch":
-        keep = torch.ones_like(module.log_theta, dtype=torch.bool)
+    log_theta = getattr(module, "log_theta", None)
+    if getattr(module, "dispersion", None) == "gene-batch" and isinstance(log_theta, nn.Parameter):
+        keep = torch.ones_like(log_theta, dtype=torch.bool)
         keep[n_reference_batches:] = False
-        _train_only(module.log_theta, keep)
+        _train_only(log_theta, keep)
     for layer in module.encoder.modules():
         if isinstance(layer, nn.BatchNorm1d):
             layer.momentum = 0.0  # running statistics stay the reference's
 
 
-def _train_only(parameter: nn.Parameter, keep: torch.Tensor) -> None:
+def _first_linear(layers: nn.Sequential) -> nn.Linear:
+    """The first layer of a :class:`dpst.module.HiddenLayers`: the one that reads the batch columns."""
+    first = layers[0]
+    assert isinstance(first, nn.Linear), "HiddenLayers starts with its Linear layer"
+    return first
+
+
+def _train_only(parameter: torch.Tensor, keep: torch.Tensor) -> None:
     """Let the optimizer change ``parameter`` except where ``keep``: their gradient is always 0.
 
     With a zero gradient from the first step Adam's moments stay 0 and so does

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dpst.pp._coordinates import micrometre_coordinates
+from dpst.pp._coordinates import CoordinateUnit, micrometre_coordinates
 from dpst.pp._graphs import build_neighbor_graph
 from dpst.train import SpotData
 
@@ -48,7 +48,7 @@ class DataRegistry:
     batch_categories: tuple[str, ...] = ()
     neighborhood: str = "none"
     spatial_key: str = "spatial"
-    coordinate_unit: str = "auto"
+    coordinate_unit: CoordinateUnit = "auto"
     library_key: str | None = None
 
     @classmethod
