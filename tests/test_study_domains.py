@@ -190,10 +190,10 @@ def test_domains_ask_for_an_annotation_column_before_any_job(workdir, tmp_path):
         "(sections.H1.domain_key)"
     ]
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
-    demo["sections"]["S1"].update(domain_key="domain", n_domains=4)
+    demo["sections"]["S1"].update(domain_key="layer", n_domains=4)
     result = snakemake(workdir, "-n", "--configfile", write_config(workdir, demo), check=False)
     assert result.returncode != 0
-    assert "Error: section S1: domain_key 'domain' names an annotation column, which only an h5ad section has" in (
+    assert "Error: section S1: a simulate section's annotation is 'domain', not 'layer'" in (
         result.stdout + result.stderr
     )
 

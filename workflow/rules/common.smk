@@ -252,13 +252,17 @@ def obs_columns(path):
 
 def annotated_section(section):
     """A section whose runs are clustered: it has a domain_key naming a column of its
-    AnnData file. Otherwise the workflow stops, before any job, with one line
-    naming the key."""
+    AnnData file (a simulated section: its true domains, 'domain'). Otherwise the
+    workflow stops, before any job, with one line naming the key."""
     spec = config["sections"].get(section, {})
     where = f"(sections.{section}.domain_key)"
     if "domain_key" not in spec:
         stop(f"section {section}: no domain_key, so its runs are not clustered {where}")
     key, source = spec["domain_key"], section_source(section)
+    if source == "simulate":  # its annotation is the simulation's truth, kept as obs["domain"]
+        if key != "domain":
+            stop(f"section {section}: a simulate section's annotation is 'domain', not {key!r} {where}")
+        return section
     if source != "h5ad":
         stop(
             f"section {section}: domain_key {key!r} names an annotation column, which only "
