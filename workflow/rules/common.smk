@@ -259,9 +259,12 @@ def annotated_section(section):
     if "domain_key" not in spec:
         stop(f"section {section}: no domain_key, so its runs are not clustered {where}")
     key, source = spec["domain_key"], section_source(section)
-    if source == "simulate":  # its annotation is the simulation's truth, kept as obs["domain"]
+    # a simulated section's annotation is the simulation's truth, kept as obs["domain"]
+    if source == "simulate":
         if key != "domain":
-            stop(f"section {section}: a simulate section's annotation is 'domain', not {key!r} {where}")
+            stop(
+                f"section {section}: a simulate section's annotation is 'domain', not {key!r} {where}"
+            )
         return section
     if source != "h5ad":
         stop(
