@@ -253,6 +253,20 @@ class _DPModel:
         self.init_params.update(graph=stored.kind, **stored.params)
         return stored
 
+    def _spot_data(self, adata: ad.AnnData):
+        """What the module reads of ``adata``.
+
+        The neighbourhood mean of the model's own input (a graph and a product over
+        every spot) is built once, and again only when that input is replaced.
+        """
+        if adata is not self.adata or self.registry.neighborhood == "none":
+            return self.registry.spot_data(adata)
+        matrix = self.registry.matrix(adata)
+        cached = getattr(self, "_own_data", None)
+        if cached is None or cached.x is not matrix:
+            self._own_data = cached = self.registry.spot_data(adata)
+        return cached
+
     def _check_input(self, values: np.ndarray) -> None:
         if not np.isfinite(values).all():
             raise ValueError(f"adata: the model input ({self._input_name}) has NaN or infinite values")
@@ -357,7 +371,7 @@ class _DPModel:
         self.history, self.train_indices, self.validation_indices = train_module(
             self.module,
             self.penalty,
-            self.registry.spot_data(self.adata),
+            self._spot_data(self.adata),
             self.coords,
             self.graph,
             self.penalty_settings,
@@ -372,7 +386,7 @@ class _DPModel:
     def _decode_batches(self, adata, batch_size: int, fn) -> np.ndarray:
         self.module.eval()
         device = next(self.module.parameters()).device
-        data = self.registry.spot_data(adata)
+        data = self._spot_data(adata)
         out = [fn(data.rows(slice(i, i + batch_size), device)) for i in range(0, adata.n_obs, batch_size)]
         return torch.cat(out).cpu().numpy()
 
