@@ -10,6 +10,7 @@ table. Every function returns a ``matplotlib.figure.Figure`` (no pyplot);
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 from zlib import crc32
@@ -640,5 +641,8 @@ def joint_figure(group: str, sections: Sequence[str], panels: Sequence[JointPane
         ncol=1 if len(clusters) <= 12 else 2,
     )
     title = f"Group {group} ({' + '.join(sections)}): the joint latent in UMAP, without and with the penalty"
-    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=11)
+    # wrapped to the panels' width: with one backbone the lines outran the figure and met the legend
+    width = max(40, int(10 * 3.3 * len(panels)))
+    lines = [textwrap.fill(line, width, break_on_hyphens=False) for line in ([title, note] if note else [title])]
+    fig.suptitle("\n".join(lines), fontsize=11)
     return fig
