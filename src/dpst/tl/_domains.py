@@ -76,7 +76,11 @@ def domains(
     covariance_type
         Of the Gaussian mixture: ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
     n_neighbors
-        Neighbours per spot of leiden's graph on the codes.
+        Neighbours per spot of leiden's graph on the codes. On a latent trained
+        with the distortion penalty a code's nearest codes are mostly its
+        spatial neighbours, and leiden on 15 of them cuts compact patches
+        across thin layers; 50-100 suit such latents better (docs/method.md,
+        "Why the penalty costs leiden").
     refine
         Smooth the domains by a majority vote of spatial neighbours.
     refine_neighbors
