@@ -125,3 +125,47 @@ def test_the_model_reads_the_neighbourhood_mean(joint, model_class, neighborhood
     assert loaded.registry.neighborhood == neighborhood
     np.testing.assert_array_equal(loaded.get_latent_representation(), model.get_latent_representation())
     assert model.get_reconstruction().shape == (joint.n_obs, joint.n_vars)
+
+
+@pytest.fixture(scope="module")
+def twice_as_far(joint) -> ad.AnnData:
+    """The joint sections in micrometres, the second one stretched to twice its spacing."""
+    adata = joint.copy()
+    second = (adata.obs[BATCH_KEY] == "sim_seed2").to_numpy()
+    adata.obsm["spatial"] = adata.obsm["spatial_um"].copy()
+    adata.obsm["spatial"][second] *= 2.0
+    return adata
+
+
+@pytest.mark.parametrize("batch_size", [None, 128], ids=["full batch", "tiles"])
+def test_a_lam_per_library_follows_each_sections_own_scale(twice_as_far, batch_size, tmp_path):
+    settings = {**EPOCHS, "batch_size": batch_size}
+    shared = dpst.DPVAE(twice_as_far, batch_key=BATCH_KEY, coordinate_unit="um", alpha=100.0, seed=0)
+    model = dpst.DPVAE(
+        twice_as_far, batch_key=BATCH_KEY, coordinate_unit="um", alpha=100.0, lam_per_library=True, seed=0
+    )
+    shared.train(**settings)
+    model.train(**settings)
+    lams = model.lam_by_library
+    assert list(lams.index) == ["sim_seed1", "sim_seed2"]
+    # the same tissue twice as far apart: about half the latent distance per micrometre
+    assert 0.35 < lams["sim_seed2"] / lams["sim_seed1"] < 0.7
+    assert model.lam == pytest.approx(np.sqrt(lams.prod()), rel=1e-5)
+    assert (shared.lam_by_library == shared.lam).all()
+    key = model.write_results(key_added="X_own")
+    assert twice_as_far.uns[key]["lam_by_library"] == pytest.approx(lams.to_dict())
+
+    # saved and loaded onto the same spots with the sections' categories in the other order
+    model.save(tmp_path / "model")
+    reordered = twice_as_far.copy()
+    reordered.obs[BATCH_KEY] = reordered.obs[BATCH_KEY].cat.reorder_categories(["sim_seed2", "sim_seed1"])
+    loaded = dpst.DPVAE.load(tmp_path / "model", reordered)
+    pd.testing.assert_series_equal(loaded.lam_by_library.sort_index(), lams.sort_index())
+
+
+def test_a_lam_per_library_needs_a_sparse_graph(twice_as_far):
+    one = twice_as_far[twice_as_far.obs[BATCH_KEY] == "sim_seed1"].copy()  # 'all' on one section: every pair
+    with pytest.raises(ValueError, match="lam_per_library=True needs a sparse graph G"):
+        dpst.DPVAE(one, coordinate_unit="um", graph="all", lam_per_library=True)
+    with pytest.raises(ValueError, match="lam_per_library must be True or False"):
+        dpst.DPVAE(twice_as_far, batch_key=BATCH_KEY, coordinate_unit="um", lam_per_library="yes")

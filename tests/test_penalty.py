@@ -138,3 +138,23 @@ def test_penalty_gradients(random_pairs):
     gap = pair_distances(z_t.detach(), edges) - 0.8 * ds
     expected = (w * -torch.sign(gap) * 0.8 * ds).sum() / graph.denominator("pairs")
     assert float(penalty.log_lam.grad) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_a_lam_per_group_is_set_from_its_own_pairs_and_scales_only_them():
+    penalty = DistortionPenalty(n_groups=2)
+    ds = torch.tensor([1.0, 2.0, 4.0, 1.0, 3.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    dz = torch.tensor([2.0, 4.0, 8.0, 0.5, 1.5])  # group 0 at scale 2, group 1 at scale 0.5
+    penalty.initialize_lam(dz[:3], ds[:3], groups[:3])  # a batch with group 0's pairs only
+    np.testing.assert_allclose(penalty.lams, [2.0, 1.0])  # group 1 waits for its pairs
+    penalty.initialize_lam(dz, ds, groups)
+    np.testing.assert_allclose(penalty.lams, [2.0, 0.5])  # group 0 is not set again
+    assert penalty.lam == pytest.approx(1.0)  # the geometric mean
+    assert float(penalty(dz, ds, None, 5.0, groups)) == pytest.approx(0.0, abs=1e-6)
+    # hand-computed: |3 - 2 * 1| + |1 - 0.5 * 1| over 2 pairs
+    value = penalty(torch.tensor([3.0, 1.0]), torch.tensor([1.0, 1.0]), None, 2.0, torch.tensor([0, 1]))
+    assert float(value) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="2 lam groups: pass each pair's group"):
+        penalty(dz, ds, None, 5.0)
+    with pytest.raises(ValueError, match="n_groups must be None or a positive integer"):
+        DistortionPenalty(n_groups=0)

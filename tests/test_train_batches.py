@@ -26,7 +26,7 @@ def _setup(coords, kind, normalization, seed=0):
     sampler = _PairSampler(graph, normalization, torch.device("cpu"), coords)
     z = torch.as_tensor(np.random.default_rng(seed).normal(size=(len(coords), 4)))
     penalty = DistortionPenalty(lam=0.4, learn_lam=False).double()
-    edges, ds, w, denominator = sampler.full_args()
+    edges, ds, w, denominator, _ = sampler.full_args()  # one lam: no pair groups
     full = float(penalty(pair_distances(z, edges), ds.double(), w.double(), denominator))
     return sampler, z, penalty, full
 

@@ -188,7 +188,8 @@ class _Batch:
 
     ``spots`` (training-graph numbering) are encoded; the first ``n_elbo`` of them
     carry the ELBO, the rest are far endpoints of long edges. ``edges`` index
-    ``spots``; ``ds`` and ``weights`` (sampling correction folded in) belong to them.
+    ``spots``; ``ds``, ``weights`` (sampling correction folded in) and ``groups`` (each
+    pair's lam, None for one lam) belong to them.
     """
 
     spots: np.ndarray
@@ -196,6 +197,7 @@ class _Batch:
     edges: torch.Tensor
     ds: torch.Tensor
     weights: torch.Tensor
+    groups: torch.Tensor | None = None
 
 
 class _PairSampler:
@@ -231,6 +233,7 @@ class _PairSampler:
         device: torch.device,
         coords: np.ndarray | None = None,
         libraries: np.ndarray | None = None,
+        lam_per_library: bool = False,
     ):
         self.graph = graph
         self.libraries = libraries
@@ -240,6 +243,13 @@ class _PairSampler:
         self.edges = None if self.complete else torch.as_tensor(graph.edges, device=device)
         self.ds = torch.as_tensor(graph.distances, dtype=torch.float32, device=device)
         self.weights = torch.as_tensor(graph.weights, dtype=torch.float32, device=device)
+        # each pair's lam: its section's (G has no pair across sections), or None for one lam
+        self.groups = None
+        if lam_per_library:
+            if self.complete:
+                raise ValueError("a lam per library needs a sparse graph G, not the complete graph 'all'")
+            codes = np.zeros(graph.n_obs, dtype=np.int64) if libraries is None else libraries  # one library
+            self.groups = torch.as_tensor(codes[graph.edges[:, 0]], dtype=torch.int64, device=device)
         self.device = device
         self.coords = None if coords is None else np.asarray(coords, dtype=np.float64)
         if self.complete or self.coords is None:
@@ -253,23 +263,23 @@ class _PairSampler:
         self.inverse_inclusion = graph.weights / np.where(self.long, 1.0, inclusion)
 
     def full_args(self) -> tuple:
-        """The penalty's ``(edges or None for all pairs, ds, weights, denominator)`` over the whole graph."""
-        return self.edges, self.ds, None if self.complete else self.weights, self.denominator
+        """The penalty's ``(edges or None for all pairs, ds, weights, denominator, groups)`` over the whole graph."""
+        return self.edges, self.ds, None if self.complete else self.weights, self.denominator, self.groups
 
     def seeds_args(self, seeds: np.ndarray, coords: torch.Tensor) -> tuple:
         """Complete graph: all pairs among ``seeds`` (training-graph numbering), scaled to the full number of pairs.
 
         ``coords`` are the training spots' coordinates on the device. Returns the
-        penalty's ``(None, ds, None, denominator)``.
+        penalty's ``(None, ds, None, denominator, None)``.
         """
         n_pairs = len(seeds) * (len(seeds) - 1) / 2
         scale = (self.graph.n_obs * (self.graph.n_obs - 1) / 2) / n_pairs
         ds = pair_distances(coords[torch.as_tensor(seeds, device=coords.device)])
-        return None, ds, None, self.denominator / scale
+        return None, ds, None, self.denominator / scale, None
 
     def tile_args(self, batch: _Batch) -> tuple:
-        """The penalty's ``(edges, ds, weights, denominator)`` of a tiled batch."""
-        return batch.edges, batch.ds, batch.weights, self.denominator
+        """The penalty's ``(edges, ds, weights, denominator, groups)`` of a tiled batch."""
+        return batch.edges, batch.ds, batch.weights, self.denominator, batch.groups
 
     def tiles(self, rng: np.random.Generator) -> np.ndarray:
         """Each spot's tile (0, 1, ...) for a grid of side ``tile`` at a random offset, within its section."""
@@ -322,6 +332,7 @@ class _PairSampler:
         ids_t = torch.as_tensor(ids, device=self.device)
         edges_t = torch.as_tensor(local, device=self.device)
         ds_t = self.ds[ids_t]
+        groups_t = None if self.groups is None else self.groups[ids_t]
         weights_t = torch.as_tensor(k * self.inverse_inclusion[ids], dtype=torch.float32, device=self.device)
         batches = []
         for b in range(k):
@@ -329,7 +340,8 @@ class _PairSampler:
             spots = np.concatenate(
                 [order[bounds[b] : bounds[b + 1]], extra_spot[extra_bounds[b] : extra_bounds[b + 1]]]
             )
-            batches.append(_Batch(spots, int(sizes[b]), edges_t[e0:e1], ds_t[e0:e1], weights_t[e0:e1]))
+            groups = None if groups_t is None else groups_t[e0:e1]
+            batches.append(_Batch(spots, int(sizes[b]), edges_t[e0:e1], ds_t[e0:e1], weights_t[e0:e1], groups))
         return batches
 
 
@@ -446,6 +458,7 @@ def train_module(
         device,
         coords[train_idx],
         None if libraries is None else libraries[train_idx],
+        lam_per_library=penalty.n_groups is not None,
     )
     coords_train = torch.as_tensor(coords[train_idx], dtype=torch.float32, device=device)
 
@@ -613,11 +626,11 @@ def _penalty_latent(inf, settings: PenaltySettings) -> torch.Tensor:
     return inf["z"] if settings.latent == "sample" else inf["qz_mean"]
 
 
-def _pair_penalty(penalty: DistortionPenalty, z: torch.Tensor, edges, ds, weights, denominator) -> torch.Tensor:
+def _pair_penalty(penalty: DistortionPenalty, z: torch.Tensor, edges, ds, weights, denominator, groups) -> torch.Tensor:
     """The penalty of the pairs ``edges`` of ``z`` (None: all pairs), setting lam on its first call."""
     dz = pair_distances(z, edges)
-    penalty.initialize_lam(dz.detach(), ds)
-    return penalty(dz, ds, weights, denominator)
+    penalty.initialize_lam(dz.detach(), ds, groups)
+    return penalty(dz, ds, weights, denominator, groups)
 
 
 def _step(module, penalty, tensors, pair_args, n_elbo, kl_weight, settings: PenaltySettings) -> dict:
@@ -625,8 +638,8 @@ def _step(module, penalty, tensors, pair_args, n_elbo, kl_weight, settings: Pena
 
     Every spot of ``tensors`` is encoded; the first ``n_elbo`` (None: all) are
     decoded and carry the ELBO, the rest are the far ends of long pairs (tiles).
-    ``pair_args`` are the penalty's ``(edges, ds, weights, denominator)``, None
-    when the penalty is off.
+    ``pair_args`` are the penalty's ``(edges, ds, weights, denominator, groups)``,
+    None when the penalty is off.
     """
     inf = module.inference(tensors)
 

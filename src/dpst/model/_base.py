@@ -87,6 +87,13 @@ _PARAMETERS_DOC = """
         to the median ratio ``d_z / d_s`` of the pairs.
     learn_lam
         Learn lam with the network; False keeps it fixed (then ``lam`` is required).
+    lam_per_library
+        False (default): one lam for every section, the natural choice when all
+        are measured the same way (the latent distance per micrometre is then a
+        property of the tissue). True: one lam per library of ``library_key``,
+        each set from its own pairs and learned from them (sections whose
+        geometry or depth differ); :attr:`lam` is then their geometric mean and
+        :attr:`lam_by_library` gives each.
     penalty_warmup_epochs
         Epochs trained without the penalty before it is switched on.
     neighborhood
@@ -163,6 +170,7 @@ class _DPModel:
         penalty_latent: Literal["sample", "mean"] = "sample",
         lam: float | None = None,
         learn_lam: bool = True,
+        lam_per_library: bool = False,
         penalty_warmup_epochs: int = 0,
         neighborhood: Literal["none", "encoder", "reconstructed"] = "none",
         seed: int = 0,
@@ -220,7 +228,12 @@ class _DPModel:
                 neighborhood=self.registry.neighborhood,
                 **module_kwargs,
             )
-        self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam)
+        if not isinstance(lam_per_library, bool):
+            raise ValueError(f"lam_per_library must be True or False, got {lam_per_library!r}")
+        if lam_per_library and self.graph.is_complete:
+            raise ValueError("lam_per_library=True needs a sparse graph G; graph='all' pairs every spot")
+        n_groups = len(self.libraries.names) if lam_per_library else None
+        self.penalty = DistortionPenalty(lam=lam, learn_lam=learn_lam, n_groups=n_groups)
         self.seed = seed
         self.history: pd.DataFrame | None = None
         self.train_indices: np.ndarray | None = None
@@ -487,8 +500,21 @@ class _DPModel:
 
     @property
     def lam(self) -> float:
-        """The penalty's current scale lam, latent units per micrometre; NaN at ``alpha = 0`` (never fitted)."""
+        """The penalty's current scale lam, latent units per micrometre; NaN at ``alpha = 0`` (never fitted).
+
+        With ``lam_per_library`` the geometric mean of the libraries' (each in :attr:`lam_by_library`).
+        """
         return self.penalty.lam if self.penalty_settings.alpha > 0 else float("nan")
+
+    @property
+    def lam_by_library(self) -> pd.Series:
+        """Each library's lam (the shared one repeated without ``lam_per_library``), NaN at ``alpha = 0``."""
+        names = list(self.libraries.names)
+        if self.penalty_settings.alpha == 0:
+            values = np.full(len(names), np.nan)
+        else:
+            values = self.penalty.lams if self.penalty.n_groups is not None else np.full(len(names), self.lam)
+        return pd.Series(values, index=pd.Index(names, name=self.library_key or "library"), name="lam")
 
     @classmethod
     def default_key(cls) -> str:
@@ -516,8 +542,9 @@ class _DPModel:
         -------
         str
             The key written. ``uns[key]`` holds ``model`` (the class name),
-            ``params`` (the constructor's settings that are not None), ``lam`` and
-            ``graph`` (kind, pairs and parameters of G).
+            ``params`` (the constructor's settings that are not None), ``lam``,
+            ``lam_by_library`` (with ``lam_per_library``) and ``graph`` (kind,
+            pairs and parameters of G).
 
         Examples
         --------
@@ -532,6 +559,7 @@ class _DPModel:
             "model": type(self).__name__,
             "params": {k: v for k, v in self.init_params.items() if v is not None},
             "lam": self.lam,
+            **({"lam_by_library": self.lam_by_library.to_dict()} if self.penalty.n_groups is not None else {}),
             "graph": {"kind": self.graph.kind, "n_edges": self.graph.n_edges, **self.graph.params},
         }
         return key

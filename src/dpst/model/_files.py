@@ -50,6 +50,8 @@ def save_model(model: _DPModel, path: str | os.PathLike, overwrite: bool = False
         "obs_names": list(model.adata.obs_names),
         "is_trained": model.is_trained,
     }
+    if model.penalty.n_groups is not None:  # the libraries of the lams, in their order
+        meta["lam_libraries"] = list(model.libraries.names)
     text = json.dumps(meta, indent=1)  # before anything is written: a setting JSON cannot hold fails here
     # the old folder stays whole until the new one is complete (dpst._files.atomic_path)
     with atomic_path(path) as tmp:
@@ -61,6 +63,17 @@ def save_model(model: _DPModel, path: str | os.PathLike, overwrite: bool = False
         (tmp / "model.json").write_text(text)
         if model.history is not None:
             model.history.to_csv(tmp / "history.csv", index=False)
+
+
+def _lams_in_order(penalty_state: dict, saved: list, names: tuple, path: Path) -> dict:
+    """The saved per-library lams in the order of ``names`` (the libraries' order in the AnnData loaded onto)."""
+    if sorted(map(str, saved)) != sorted(map(str, names)):
+        raise ValueError(
+            f"{path}: the model has a lam for each of the libraries {', '.join(map(str, saved))}; "
+            f"adata's are {', '.join(map(str, names))}"
+        )
+    order = torch.as_tensor([list(map(str, saved)).index(str(name)) for name in names], dtype=torch.int64)
+    return {key: value[order] if value.dim() == 1 else value for key, value in penalty_state.items()}
 
 
 def load_model(cls: type[_DPModel], path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> _DPModel:
@@ -90,6 +103,8 @@ def load_model(cls: type[_DPModel], path: str | os.PathLike, adata: ad.AnnData, 
     # the saved registry keeps the batches' codes; models saved before it had no batches
     registry = DataRegistry.from_dict(meta["registry"]) if "registry" in meta else None
     model = cls(adata, **meta["init_params"], _registry=registry)
+    if "lam_libraries" in meta:
+        state["penalty"] = _lams_in_order(state["penalty"], meta["lam_libraries"], model.libraries.names, path)
     try:
         model.module.load_state_dict(state["module"])
         model.penalty.load_state_dict(state["penalty"])
