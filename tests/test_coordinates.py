@@ -176,3 +176,39 @@ def test_a_square_lattice_in_pixels_is_refused_not_calibrated_as_a_hexagon():
     with pytest.raises(ValueError, match=re.escape("library 'hd': array_row/array_col form a square lattice")):
         spatial_coordinates(bins)
     np.testing.assert_array_equal(spatial_coordinates(bins, unit="um"), bins.obsm["spatial"])
+
+
+# --------------------------------------------------------------------------- #
+# tables from other readers (spatialdata-io keeps pixels without uns["spatial"])
+# --------------------------------------------------------------------------- #
+def test_a_visium_table_in_pixels_is_not_taken_as_micrometres(sim_adata):
+    table = sim_adata.copy()
+    del table.uns["spatial"]  # as spatialdata-io's Visium table: pixels in obsm, the grid in obs
+    with pytest.raises(ValueError, match=r"library 'all': .* hexagon lattice .* are 161.8 apart, not 100 um"):
+        spatial_coordinates(table)
+    np.testing.assert_array_equal(spatial_coordinates(table, unit="um"), table.obsm["spatial"])  # stated: trusted
+    table.obsm["spatial"] = spatial_coordinates(sim_adata)  # micrometres: 100 um apart, taken as they are
+    np.testing.assert_array_equal(spatial_coordinates(table), table.obsm["spatial"])
+
+
+def test_visium_hd_bins_in_pixels_are_not_taken_as_micrometres():
+    bins = dpst.sim.simulate_section(n_spots=800, n_genes=30, bin_size_um=8, seed=2)
+    del bins.uns["spatial"]
+    with pytest.raises(
+        ValueError, match=r"square lattice .* are 12.95 apart, not one of Visium HD's bin widths \(2, 8, 16 um\)"
+    ):
+        spatial_coordinates(bins)
+    bins.obsm["spatial"] = np.c_[bins.obs["array_col"], bins.obs["array_row"]] * 8.0
+    np.testing.assert_array_equal(spatial_coordinates(bins), bins.obsm["spatial"])
+
+
+def test_a_xenium_like_cell_table_keeps_its_micrometres(cells):
+    # laid out as spatialdata-io's Xenium table: cell centroids in micrometres, no image entry, no grid
+    cells.obs["cell_id"] = cells.obs_names.to_numpy()
+    cells.obs["region"] = pd.Categorical(["cell_circles"] * cells.n_obs)
+    cells.uns["spatialdata_attrs"] = {"region": "cell_circles", "region_key": "region", "instance_key": "cell_id"}
+    centroids = cells.obsm["spatial"].copy()
+    dpst.pp.preprocess(cells, min_counts=0, min_cells=0)
+    np.testing.assert_array_equal(spatial_coordinates(cells), centroids)
+    assert cells.uns["spatial_neighbors"]["params"]["geometry"] == "none"
+    assert cells.uns["spatial_neighbors"]["params"]["kind"] == "knn"

@@ -20,6 +20,7 @@ import types
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -212,6 +213,36 @@ def test_local_folder_files_are_inputs_and_changes_rerun_what_depends(workdir, t
     assert job_counts(workdir, *targets, "--configfile", cfg) == {"preprocess": 1, "train": 1}
 
 
+def test_a_visium_hd_section_reads_its_bins_in_micrometres(workdir, tmp_path):
+    bins = dpst.sim.simulate_section(n_spots=400, n_genes=100, n_domains=3, seed=4, bin_size_um=16)
+    dpst.sim.write_visium_hd(bins, tmp_path / "hd" / "outs")
+    config = small_config(**{"sections.HD": {"local": str(tmp_path / "hd" / "outs"), "bin_size": 16}})
+    cfg = write_config(workdir, config)
+    snakemake(workdir, "results/preprocessed/HD.h5ad", "--cores", "1", "--configfile", cfg)
+    adata = ad.read_h5ad(workdir / "results/preprocessed/HD.h5ad")
+    (library,) = adata.uns["dpst_preprocess"]["coordinates"]["libraries"].values()
+    assert library["method"] == "bin_grid" and adata.uns["spatial_neighbors"]["params"]["geometry"] == "square"
+    i, j = adata.obsp["spatial_connectivities"].nonzero()
+    um = adata.obsm["spatial_um"]
+    assert np.linalg.norm(um[i] - um[j], axis=1) == pytest.approx(16.0)
+
+    # a bin size the folder lacks: one line naming the section, the keys and the path
+    config["sections"]["HD"]["bin_size"] = 8
+    result = snakemake(
+        workdir,
+        "results/preprocessed/HD.h5ad",
+        "--cores",
+        "1",
+        "--configfile",
+        write_config(workdir, config, "hd8.yaml"),
+        "--forceall",
+        check=False,
+    )
+    folder = tmp_path / "hd" / "outs" / "binned_outputs" / "square_008um"
+    line = f"Error: section HD: Space Ranger folder {folder} not found (sections.HD.local, bin_size)"
+    assert error_lines(result) == [line]
+
+
 LOCAL_MISSING = {
     "folder": (lambda outs: shutil.rmtree(outs), "Space Ranger folder {outs} not found"),
     "matrix": (
@@ -220,7 +251,7 @@ LOCAL_MISSING = {
     ),
     "positions": (
         lambda outs: (outs / "spatial/tissue_positions_list.csv").unlink(),
-        "{outs}/spatial/tissue_positions.csv not found (nor tissue_positions_list.csv)",
+        "{outs}/spatial/tissue_positions.csv not found (nor tissue_positions_list.csv or tissue_positions.parquet)",
     ),
     "scalefactors": (
         lambda outs: (outs / "spatial/scalefactors_json.json").unlink(),

@@ -1,6 +1,7 @@
 """Reading Space Ranger folders: round trips, real-world variants, clear errors."""
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -8,12 +9,15 @@ import pandas as pd
 import pytest
 import scanpy as sc
 
+import dpst
 from dpst import sim
 from dpst.io import (
+    POSITION_COLUMNS,
     SpaceRangerFormatError,
     grid_neighbor_pairs,
     pixel_calibration,
     read_spaceranger,
+    read_visium_hd,
     um_per_pixel,
 )
 from dpst.pp import spatial_coordinates
@@ -37,12 +41,16 @@ def assert_same_section(read, simulated):
 # --------------------------------------------------------------------------- #
 # writing
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("positions", ["v1", "v2"])
+@pytest.mark.parametrize("positions", ["v1", "v2", "parquet"])
 def test_layout_written(tmp_path, sim_adata, positions):
     out = write_spaceranger(sim_adata, tmp_path / "outs", positions=positions)
-    names = {"v1": "tissue_positions_list.csv", "v2": "tissue_positions.csv"}
+    names = {"v1": "tissue_positions_list.csv", "v2": "tissue_positions.csv", "parquet": "tissue_positions.parquet"}
     spatial = {p.name for p in (out / "spatial").iterdir()}
     assert spatial == {names[positions], "scalefactors_json.json", "tissue_lowres_image.png", "tissue_hires_image.png"}
+    if positions == "parquet":
+        table = pd.read_parquet(out / "spatial" / names[positions])
+        assert list(table.columns) == POSITION_COLUMNS and len(table) == 78 * 64
+        return
     lines = (out / "spatial" / names[positions]).read_text().splitlines()
     header = "barcode,in_tissue,array_row,array_col,pxl_row_in_fullres,pxl_col_in_fullres"
     assert (lines[0] == header) == (positions == "v2")
@@ -100,7 +108,7 @@ def test_non_integer_counts_rejected(tmp_path, sim_adata):
 # --------------------------------------------------------------------------- #
 # reading: round trips and real-world variants
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("positions", ["v1", "v2"])
+@pytest.mark.parametrize("positions", ["v1", "v2", "parquet"])
 def test_round_trip(tmp_path, sim_adata, positions):
     out = write_spaceranger(sim_adata, tmp_path / "outs", positions=positions)
     read = read_spaceranger(out)
@@ -408,3 +416,140 @@ def test_positions_are_read_by_their_header_names(tmp_path, sim_adata):
     positions.rename(columns={"array_col": "col"}).to_csv(out / "spatial" / "tissue_positions.csv", index=False)
     with pytest.raises(SpaceRangerFormatError, match="does not name the columns"):
         read_spaceranger(out)
+
+
+# --------------------------------------------------------------------------- #
+# parquet positions (Space Ranger 3.x+ and Visium HD)
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def parquet_dir(tmp_path, sim_adata):
+    return write_spaceranger(sim_adata, tmp_path / "outs", positions="parquet")
+
+
+def _rewrite_positions(folder, change):
+    path = folder / "spatial" / "tissue_positions.parquet"
+    table = pd.read_parquet(path)
+    change(table).to_parquet(path, index=False)
+    return path
+
+
+def test_parquet_columns_are_read_by_name(parquet_dir, sim_adata):
+    _rewrite_positions(parquet_dir, lambda t: t[list(reversed(POSITION_COLUMNS))])
+    assert_same_section(read_spaceranger(parquet_dir), sim_adata)
+
+
+def test_parquet_without_a_column(parquet_dir):
+    path = _rewrite_positions(parquet_dir, lambda t: t.drop(columns="array_col"))
+    with pytest.raises(SpaceRangerFormatError, match=f"^{re.escape(str(path))}: no column array_col"):
+        read_spaceranger(parquet_dir)
+
+
+def test_parquet_non_finite_pixel_names_its_row(parquet_dir):
+    def spoil(table):
+        table["pxl_row_in_fullres"] = table["pxl_row_in_fullres"].astype(float)
+        table.loc[4, "pxl_row_in_fullres"] = np.inf
+        return table
+
+    path = _rewrite_positions(parquet_dir, spoil)
+    with pytest.raises(
+        SpaceRangerFormatError, match=f"{re.escape(str(path))}: non-finite pxl_row_in_fullres .* row 5$"
+    ):
+        read_spaceranger(parquet_dir)
+
+
+def test_unreadable_parquet(parquet_dir):
+    path = parquet_dir / "spatial" / "tissue_positions.parquet"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(SpaceRangerFormatError, match=f"^{re.escape(str(path))}: cannot read as parquet"):
+        read_spaceranger(parquet_dir)
+
+
+# --------------------------------------------------------------------------- #
+# Visium HD bins
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def hd_bins():
+    return sim.simulate_section(n_spots=1500, n_genes=60, seed=3, bin_size_um=8)
+
+
+@pytest.fixture
+def hd_outs(tmp_path, hd_bins):
+    sim.write_visium_hd(hd_bins, tmp_path / "mouse_hd" / "outs")
+    return tmp_path / "mouse_hd" / "outs"
+
+
+def test_visium_hd_bins_read_back_in_micrometres(hd_outs, hd_bins):
+    bins = read_visium_hd(hd_outs, bin_size=8)
+    assert list(bins.uns["spatial"]) == ["mouse_hd_square_008um"]
+    assert bins.obs_names.equals(hd_bins.obs_names) and (bins.X != hd_bins.X).nnz == 0
+    np.testing.assert_array_equal(bins.obsm["spatial"], hd_bins.obsm["spatial"])
+    um = spatial_coordinates(bins)
+    written = np.c_[hd_bins.obs["array_col"], hd_bins.obs["array_row"]] * 8.0  # the simulator's micrometres
+    np.testing.assert_allclose(um - um.min(axis=0), written - written.min(axis=0), atol=1e-9)
+    how = pixel_calibration(bins)
+    assert how.method == "bin_grid" and how.metadata_estimate == pytest.approx(how.um_per_pixel)
+
+
+def test_visium_hd_is_found_from_each_folder_level(hd_outs):
+    bin_folder = hd_outs / "binned_outputs" / "square_008um"
+    for path in (hd_outs, hd_outs / "binned_outputs", bin_folder):
+        assert list(read_visium_hd(path).uns["spatial"]) == ["mouse_hd_square_008um"]
+    assert list(read_visium_hd(hd_outs, library_id="A1").uns["spatial"]) == ["A1"]
+
+
+def test_visium_hd_bins_get_the_square_graph(hd_outs):
+    bins = read_visium_hd(hd_outs)
+    dpst.pp.preprocess(bins, min_counts=0, min_cells=0, n_top_genes=40)
+    assert bins.uns["spatial_neighbors"]["params"] == {"kind": "grid", "geometry": "square", "n_neighs": 4}
+    i, j = bins.obsp["spatial_connectivities"].nonzero()
+    um = spatial_coordinates(bins)
+    np.testing.assert_allclose(np.linalg.norm(um[i] - um[j], axis=1), 8.0)
+
+
+def test_visium_hd_missing_bin_size_lists_the_bins(hd_outs):
+    with pytest.raises(SpaceRangerFormatError, match=r"binned_outputs: no square_016um folder .*square_008um\)$"):
+        read_visium_hd(hd_outs, bin_size=16)
+    with pytest.raises(ValueError, match="bin_size must be a positive whole number"):
+        read_visium_hd(hd_outs, bin_size=8.5)
+
+
+def _edit_scalefactors(hd_outs, **changes):
+    path = hd_outs / "binned_outputs" / "square_008um" / "spatial" / "scalefactors_json.json"
+    values = json.loads(path.read_text()) | changes
+    path.write_text(json.dumps({k: v for k, v in values.items() if v is not None}))
+    return path
+
+
+def test_visium_hd_scalefactors_that_contradict_each_other(hd_outs):
+    path = _edit_scalefactors(hd_outs, microns_per_pixel=0.27)
+    with pytest.raises(SpaceRangerFormatError, match=f"^{re.escape(str(path))}: microns_per_pixel 0.27 contradicts"):
+        read_visium_hd(hd_outs)
+
+
+def test_visium_hd_bin_size_that_contradicts_the_folder(hd_outs):
+    path = _edit_scalefactors(hd_outs, bin_size_um=16.0, spot_diameter_fullres=16 / 0.6179775280898876)
+    with pytest.raises(SpaceRangerFormatError, match=f"^{re.escape(str(path))}: bin_size_um 16 contradicts the folder"):
+        read_visium_hd(hd_outs)
+
+
+def test_visium_hd_without_bin_size_takes_the_folders(hd_outs):
+    _edit_scalefactors(hd_outs, bin_size_um=None)
+    bins = read_visium_hd(hd_outs)
+    assert next(iter(bins.uns["spatial"].values()))["scalefactors"]["bin_size_um"] == 8.0
+
+
+def test_pixels_that_contradict_the_bins_metadata_are_refused(hd_outs):
+    bins = read_visium_hd(hd_outs)
+    bins.obsm["spatial"] = bins.obsm["spatial"] * 1.5  # the image was rescaled; the scale factors were not
+    with pytest.raises(
+        ValueError, match=r"library 'mouse_hd_square_008um': scalefactors microns_per_pixel .* contradicts"
+    ):
+        spatial_coordinates(bins)
+
+
+def test_bins_with_microns_per_pixel_only(hd_outs):
+    bins = read_visium_hd(hd_outs)
+    scalefactors = next(iter(bins.uns["spatial"].values()))["scalefactors"]
+    del scalefactors["bin_size_um"]
+    how = pixel_calibration(bins)
+    assert how.method == "microns_per_pixel" and how.um_per_pixel == scalefactors["microns_per_pixel"]

@@ -180,3 +180,23 @@ def test_two_real_sections_in_one_anndata(real_sections):
         table = dpst.metrics.evaluate_model_by_library(model)
         assert list(table.index) == [*by_library, "all"] and table["n_spots"].iloc[:2].sum() == adata.n_obs
         assert table[["moran_I", "geary_C", "L_0.1", "mse_heldout"]].notna().all().all()
+
+
+@pytest.mark.parametrize("name", SECTIONS)
+def test_a_real_section_reads_the_same_from_parquet_positions(real_sections, name, tmp_path):
+    """Space Ranger 3.x+ writes the positions as parquet: the same table, the same section."""
+    source = REAL_DATA / name
+    (tmp_path / "spatial").mkdir()
+    (tmp_path / "filtered_feature_bc_matrix.h5").symlink_to(source / "filtered_feature_bc_matrix.h5")
+    for path in (source / "spatial").iterdir():
+        if "tissue_positions" not in path.name:
+            (tmp_path / "spatial" / path.name).symlink_to(path)
+    (csv,) = (source / "spatial").glob("tissue_positions*.csv")
+    header = None if csv.name == "tissue_positions_list.csv" else 0
+    columns = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
+    table = pd.read_csv(csv, header=header, names=columns if header is None else None)
+    table.to_parquet(tmp_path / "spatial" / "tissue_positions.parquet", index=False)
+    adata, expected = dpst.io.read_spaceranger(tmp_path, library_id=name), real_sections[name]
+    assert adata.obs_names.equals(expected.obs_names) and (adata.X != expected.X).nnz == 0
+    np.testing.assert_array_equal(adata.obsm["spatial"], expected.obsm["spatial"])
+    np.testing.assert_array_equal(dpst.pp.spatial_coordinates(adata), dpst.pp.spatial_coordinates(expected))

@@ -34,6 +34,7 @@ __all__ = [
     "lattice",
     "pixel_calibration",
     "read_spaceranger",
+    "read_visium_hd",
     "um_per_pixel",
 ]
 
@@ -45,9 +46,13 @@ SCALEFACTOR_SPOT_DIAMETER_UM = 65.0
 GRID_NEIGHBOR_OFFSETS = ((0, 2), (1, 1), (1, -1))
 # the same for a square lattice (Visium HD bins): four neighbours one step away
 SQUARE_NEIGHBOR_OFFSETS = ((0, 1), (1, 0))
+# the scale factors Visium HD adds for its bins, and the bin widths Space Ranger writes
+HD_SCALEFACTORS = ("bin_size_um", "microns_per_pixel")
+HD_BIN_SIZES_UM = (2.0, 8.0, 16.0)
 MIN_GRID_PAIRS = 3
 CALIBRATION_TOLERANCE = 0.05
-POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")  # v2 (header), v1 (none)
+# Space Ranger 3.x+ and Visium HD (parquet), 2.x (CSV with header), 1.x (CSV without)
+POSITION_FILES = ("tissue_positions.parquet", "tissue_positions.csv", "tissue_positions_list.csv")
 POSITION_COLUMNS = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres"]
 
 
@@ -112,8 +117,23 @@ def _find_positions(spatial: Path) -> Path:
     raise SpaceRangerFormatError(f"{spatial}: no positions file ({' or '.join(POSITION_FILES)})")
 
 
-def _read_positions(path: Path) -> pd.DataFrame:
-    """Positions with or without header; checks shape and types."""
+def _position_table(path: Path) -> tuple[pd.DataFrame, str]:
+    """The six position columns of a CSV (with or without header) or a parquet file, and how rows are named.
+
+    CSV cells stay text, so that numbers are parsed exactly and a bad cell is
+    reported by line; parquet columns keep their stored types.
+    """
+    if path.suffix == ".parquet":
+        try:
+            raw = pd.read_parquet(path)
+        except Exception as err:
+            raise SpaceRangerFormatError(f"{path}: cannot read as parquet ({type(err).__name__}: {err})") from err
+        missing = [name for name in POSITION_COLUMNS if name not in raw.columns]
+        if missing:
+            raise SpaceRangerFormatError(
+                f"{path}: no column {', '.join(missing)} (columns: {', '.join(map(str, raw.columns))})"
+            )
+        return raw[POSITION_COLUMNS].reset_index(drop=True), "row"
     try:
         raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
     except Exception as err:
@@ -131,23 +151,44 @@ def _read_positions(path: Path) -> pd.DataFrame:
                 f"{path}: header {','.join(header)} does not name the columns {','.join(POSITION_COLUMNS)}"
             )
         raw = raw.iloc[1:, [header.index(name) for name in POSITION_COLUMNS]]
-    if raw.empty:
-        raise SpaceRangerFormatError(f"{path}: no spots")
     raw.columns = POSITION_COLUMNS
-    frame = pd.DataFrame({"barcode": raw["barcode"].str.strip().to_numpy()})
-    for col in POSITION_COLUMNS[1:]:
-        text = raw[col].str.strip()
+    return raw, "line"
+
+
+def _numbers(values: pd.Series, path: Path, column: str, row_name: str) -> np.ndarray:
+    """A position column as float64, naming the first non-numeric or non-finite cell."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers, text = values.to_numpy(dtype=float), values.astype(str)
+    else:
+        text = values.astype(str).str.strip()
         bad = np.flatnonzero(pd.to_numeric(text, errors="coerce").isna().to_numpy())
         if bad.size:
-            line = raw.index[bad[0]] + 1
-            raise SpaceRangerFormatError(f"{path}: non-numeric {col} {raw[col].iloc[bad[0]]!r} on line {line}")
+            raise SpaceRangerFormatError(
+                f"{path}: non-numeric {column} {values.iloc[bad[0]]!r} on {row_name} {_row_number(values, bad[0])}"
+            )
         # Python's float parser is exact; pandas' fast one can be off by one ulp.
-        frame[col] = text.to_numpy().astype(float)
+        numbers = text.to_numpy().astype(float)
+    infinite = np.flatnonzero(~np.isfinite(numbers))
+    if infinite.size:
+        raise SpaceRangerFormatError(
+            f"{path}: non-finite {column} {text.iloc[infinite[0]]!r} on {row_name} {_row_number(values, infinite[0])}"
+        )
+    return numbers
+
+
+def _row_number(values: pd.Series, position: int) -> int:
+    """The 1-based line (CSV: the index counts a header) or row (parquet) of a cell."""
+    return int(values.index[position]) + 1
+
+
+def _read_positions(path: Path) -> pd.DataFrame:
+    """Positions from any Space Ranger layout; checks shape and types."""
+    raw, row_name = _position_table(path)
+    if raw.empty:
+        raise SpaceRangerFormatError(f"{path}: no spots")
+    frame = pd.DataFrame({"barcode": raw["barcode"].astype(str).str.strip().to_numpy()})
     for col in POSITION_COLUMNS[1:]:
-        infinite = np.flatnonzero(~np.isfinite(frame[col].to_numpy()))
-        if infinite.size:
-            line = raw.index[infinite[0]] + 1
-            raise SpaceRangerFormatError(f"{path}: non-finite {col} {raw[col].iloc[infinite[0]]!r} on line {line}")
+        frame[col] = _numbers(raw[col], path, col, row_name)
     for col in POSITION_COLUMNS[1:4]:
         if np.any(frame[col] != np.round(frame[col])):
             raise SpaceRangerFormatError(f"{path}: {col} must hold integers")
@@ -166,11 +207,32 @@ def _read_scalefactors(path: Path) -> dict:
         raise SpaceRangerFormatError(f"{path}: not valid JSON ({err})") from err
     value = scalefactors.get("spot_diameter_fullres") if isinstance(scalefactors, dict) else None
     # bool is an int in Python: JSON `true` must not read as a 1-pixel spot.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+    if _positive_number(value) is None:
         raise SpaceRangerFormatError(
             f"{path}: spot_diameter_fullres must be a positive finite number of pixels, got {value!r}"
         )
+    _check_bin_scalefactors(scalefactors, path)
     return scalefactors
+
+
+def _check_bin_scalefactors(scalefactors: dict, path: Path) -> None:
+    """Visium HD's bin keys, where present: positive numbers that agree with each other.
+
+    For bins, ``spot_diameter_fullres`` is the bin's width in pixels, so
+    ``bin_size_um / spot_diameter_fullres`` must be ``microns_per_pixel``.
+    """
+    for key in HD_SCALEFACTORS:
+        if key in scalefactors and _positive_number(scalefactors[key]) is None:
+            raise SpaceRangerFormatError(f"{path}: {key} must be a positive finite number, got {scalefactors[key]!r}")
+    if not all(key in scalefactors for key in HD_SCALEFACTORS):
+        return
+    implied = scalefactors["bin_size_um"] / scalefactors["spot_diameter_fullres"]
+    if abs(implied / scalefactors["microns_per_pixel"] - 1) > CALIBRATION_TOLERANCE:
+        raise SpaceRangerFormatError(
+            f"{path}: microns_per_pixel {scalefactors['microns_per_pixel']:.4g} contradicts bin_size_um "
+            f"{scalefactors['bin_size_um']:g} over spot_diameter_fullres {scalefactors['spot_diameter_fullres']:.4g} "
+            f"(the bin's width in pixels: {implied:.4g} um per pixel)"
+        )
 
 
 def _check_tissue_positions(positions: pd.DataFrame, path: Path) -> None:
@@ -257,10 +319,11 @@ def read_spaceranger(
 ) -> ad.AnnData:
     """Read a Space Ranger ``outs/``-like folder into AnnData.
 
-    Both position layouts are read: Space Ranger 1.x's
-    ``tissue_positions_list.csv`` (no header) and 2.x's ``tissue_positions.csv``
-    (with header); the header is recognized by its content, not by the file
-    name. Repeated gene names are made unique. Spots that share a pixel or
+    Every position layout is read: Space Ranger 1.x's
+    ``tissue_positions_list.csv`` (no header), 2.x's ``tissue_positions.csv``
+    (with header; the header is recognized by its content, not by the file
+    name) and the ``tissue_positions.parquet`` of later versions and of
+    Visium HD's bins (see :func:`read_visium_hd`); columns are read by name. Repeated gene names are made unique. Spots that share a pixel or
     array position with another spot are kept, with a warning.
 
     Parameters
@@ -342,6 +405,91 @@ def read_spaceranger(
     return adata
 
 
+def _bin_folder(path: Path, bin_size: int) -> Path:
+    """``square_{bin_size:03d}um`` under a Visium HD ``outs/``, its ``binned_outputs/``, or the folder itself."""
+    name = f"square_{bin_size:03d}um"
+    for folder in (path / "binned_outputs" / name, path / name, path):
+        if folder.name == name and folder.is_dir():
+            return folder
+    parent = path / "binned_outputs" if (path / "binned_outputs").is_dir() else path
+    found = sorted(p.name for p in parent.glob("square_*um") if p.is_dir()) if parent.is_dir() else []
+    listed = f"bin folders there: {', '.join(found)}" if found else "no square_*um folder there"
+    raise SpaceRangerFormatError(f"{parent}: no {name} folder for bin_size={bin_size} ({listed})")
+
+
+def _sample_name(bins: Path) -> str:
+    """The sample of a bin folder: the folder holding ``outs/`` (or ``binned_outputs/``), as for Visium."""
+    above = bins.parent.parent if bins.parent.name == "binned_outputs" else bins.parent
+    return above.parent.name if above.name == "outs" and above.parent.name else above.name
+
+
+def read_visium_hd(
+    path: str | os.PathLike,
+    bin_size: int = 8,
+    count_file: str = "filtered_feature_bc_matrix.h5",
+    library_id: str | None = None,
+) -> ad.AnnData:
+    """Read one bin size of a Visium HD (Space Ranger 3.x+) output into AnnData.
+
+    A bin folder (``binned_outputs/square_008um``) has the layout of a Visium
+    ``outs/`` folder, so it is read by :func:`read_spaceranger`, with every check
+    of that reader; the positions are ``spatial/tissue_positions.parquet``. The
+    bins' pixels become micrometres later, in :func:`dpst.pp.spatial_coordinates`,
+    by the bins' own rule: ``bin_size_um`` over the pixel spacing of
+    neighbouring bins, checked against ``microns_per_pixel``.
+
+    Parameters
+    ----------
+    path
+        The Visium HD ``outs/`` folder, its ``binned_outputs/``, or the bin folder.
+    bin_size
+        Bin width in micrometres (2, 8 and 16 in Space Ranger's output).
+    count_file
+        Matrix file name in the bin folder.
+    library_id
+        Key in ``uns["spatial"]``; defaults to ``{sample}_square_{bin_size:03d}um``,
+        the sample being the folder that holds ``outs/``.
+
+    Returns
+    -------
+    anndata.AnnData
+        The in-tissue bins, laid out as :func:`read_spaceranger` lays out spots:
+        counts in ``X``, ``obs`` ``in_tissue``/``array_row``/``array_col``,
+        full-resolution pixels in ``obsm["spatial"]`` and the scale factors
+        (with ``bin_size_um`` and ``microns_per_pixel``) in ``uns["spatial"]``.
+
+    Raises
+    ------
+    SpaceRangerFormatError
+        When the bin folder or one of its files is missing or malformed, when
+        the scale factors contradict the folder's bin size or each other, or
+        when the bins do not lie on a square lattice.
+
+    Examples
+    --------
+    >>> bins = dpst.io.read_visium_hd("Visium_HD_Mouse_Brain/outs", bin_size=8)
+    >>> dpst.pp.spatial_coordinates(bins)[:2]  # micrometres, 8 um apart  # doctest: +SKIP
+    """
+    if isinstance(bin_size, bool) or not isinstance(bin_size, (int, np.integer)) or bin_size < 1:
+        raise ValueError(f"bin_size must be a positive whole number of micrometres, got {bin_size!r}")
+    path = Path(path)
+    if not path.is_dir():
+        raise SpaceRangerFormatError(f"{path}: Visium HD folder not found")
+    bins = _bin_folder(path, int(bin_size))
+    sample = _sample_name(bins)
+    adata = read_spaceranger(bins, count_file, library_id or (f"{sample}_{bins.name}" if sample else bins.name))
+    entry = next(iter(adata.uns["spatial"].values()))
+    scalefactors, source = entry["scalefactors"], bins / "spatial" / "scalefactors_json.json"
+    stated = scalefactors.setdefault("bin_size_um", float(bin_size))  # the folder's name states it too
+    if stated != bin_size:
+        raise SpaceRangerFormatError(f"{source}: bin_size_um {stated:g} contradicts the folder {bins.name}")
+    if lattice(adata.obs["array_row"], adata.obs["array_col"]) != "square":
+        raise SpaceRangerFormatError(
+            f"{bins / 'spatial'}: array_row/array_col of the bins do not form a square lattice"
+        )
+    return adata
+
+
 @dataclass(frozen=True)
 class PixelCalibration:
     """How full-resolution pixels map to micrometres for one library.
@@ -353,18 +501,23 @@ class PixelCalibration:
     um_per_pixel
         Micrometres per full-resolution pixel.
     method
-        ``"grid"`` (from the spacing of grid neighbours) or ``"spot_diameter"``
-        (the fallback, from ``spot_diameter_fullres``).
+        ``"grid"`` (from the spacing of grid neighbours), ``"spot_diameter"``
+        (the fallback, from ``spot_diameter_fullres``), ``"bin_grid"`` (bins of a
+        square lattice, ``bin_size_um`` apart) or ``"microns_per_pixel"`` (the
+        bins' metadata alone).
     n_grid_pairs
-        Grid-neighbour pairs the grid estimate used; 0 for the fallback.
+        Grid-neighbour pairs the grid estimate used; 0 when no grid was used.
     spot_diameter_estimate
-        ``65 / spot_diameter_fullres`` when the scale factor exists, else None.
+        ``65 / spot_diameter_fullres`` when the scale factor exists (Visium spots), else None.
+    metadata_estimate
+        ``microns_per_pixel`` of the scale factors (Visium HD) when they hold it, else None.
     """
 
     um_per_pixel: float
-    method: str  # "grid" or "spot_diameter"
-    n_grid_pairs: int  # grid-neighbour pairs the grid estimate used (0 for the fallback)
+    method: str  # "grid", "spot_diameter", "bin_grid" or "microns_per_pixel"
+    n_grid_pairs: int  # grid-neighbour pairs the grid estimate used (0 when none was)
     spot_diameter_estimate: float | None  # 65 / spot_diameter_fullres, when the scale factor exists
+    metadata_estimate: float | None = None  # scalefactors' microns_per_pixel (Visium HD)
 
     def as_dict(self) -> dict:
         """The fields as a dict, leaving out those that are None (for JSON and ``uns``).
@@ -422,13 +575,16 @@ def grid_neighbor_pairs(array_row, array_col, offsets=GRID_NEIGHBOR_OFFSETS) -> 
     return np.concatenate(pairs)
 
 
+def _positive_number(value) -> float | None:
+    """A positive finite number (never a JSON bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return None
+    return float(value) if value > 0 and math.isfinite(value) else None
+
+
 def _spot_diameter_estimate(scalefactors: dict) -> float | None:
-    diameter = scalefactors.get("spot_diameter_fullres")
-    if isinstance(diameter, bool) or not isinstance(diameter, (int, float, np.number)):
-        return None
-    if not (diameter > 0 and math.isfinite(diameter)):
-        return None
-    return SCALEFACTOR_SPOT_DIAMETER_UM / float(diameter)
+    diameter = _positive_number(scalefactors.get("spot_diameter_fullres"))
+    return None if diameter is None else SCALEFACTOR_SPOT_DIAMETER_UM / diameter
 
 
 def _grid_estimate(pixels: np.ndarray, array_row, array_col) -> tuple[float | None, int, str]:
@@ -498,6 +654,38 @@ def lattice(array_row, array_col) -> str | None:
     return None
 
 
+def _calibrate_bins(pixels: np.ndarray, array_row, array_col, scalefactors: dict, library_id: str) -> PixelCalibration:
+    """Bins of a square lattice (Visium HD): ``bin_size_um`` over the pixel spacing of neighbouring bins.
+
+    ``microns_per_pixel`` (the same scale factors) is the cross-check, or the
+    scale itself when the bin size is not given; a contradiction is refused,
+    since one of the two numbers is wrong and either would put every distance off.
+    """
+    bin_size = _positive_number(scalefactors.get("bin_size_um"))
+    stated = _positive_number(scalefactors.get("microns_per_pixel"))
+    if bin_size is None and stated is None:
+        raise ValueError(
+            f"library {library_id!r}: array_row/array_col form a square lattice (binned data such as Visium HD), "
+            "and its scalefactors give neither bin_size_um nor microns_per_pixel: read the bins with "
+            "dpst.io.read_visium_hd, or give the coordinates in micrometres (coordinate_unit='um')"
+        )
+    if bin_size is None:
+        assert stated is not None  # refused above when both are missing
+        return PixelCalibration(stated, "microns_per_pixel", 0, None, stated)
+    pairs = grid_neighbor_pairs(array_row, array_col, SQUARE_NEIGHBOR_OFFSETS)
+    spacing = float(np.median(np.linalg.norm(pixels[pairs[:, 0]] - pixels[pairs[:, 1]], axis=1)))
+    if not (spacing > 0 and math.isfinite(spacing)):
+        raise ValueError(f"library {library_id!r}: neighbouring bins are {spacing:g} pixels apart")
+    from_grid = bin_size / spacing
+    if stated is not None and abs(stated / from_grid - 1) > CALIBRATION_TOLERANCE:
+        raise ValueError(
+            f"library {library_id!r}: scalefactors microns_per_pixel {stated:.4g} contradicts the bins: "
+            f"neighbouring bins are {spacing:.4g} pixels apart, which with bin_size_um {bin_size:g} gives "
+            f"{from_grid:.4g} um per pixel"
+        )
+    return PixelCalibration(from_grid, "bin_grid", len(pairs), None, stated)
+
+
 def calibrate_pixels(
     pixels: np.ndarray,
     array_row=None,
@@ -531,17 +719,15 @@ def calibrate_pixels(
     Raises
     ------
     ValueError
-        When neither the grid nor the scale factor gives a scale, or when the
-        array positions form a square lattice (binned data), which this rule
-        would calibrate as a hexagon.
+        When neither the grid nor the scale factor gives a scale; for a square
+        lattice of bins (Visium HD, calibrated as ``bin_size_um`` over the pixel
+        spacing of neighbouring bins), when the scale factors give neither
+        ``bin_size_um`` nor ``microns_per_pixel`` or their ``microns_per_pixel``
+        differs from the bins' spacing by more than 5%.
     """
     pixels = np.asarray(pixels, dtype=float)[:, :2]
     if lattice(array_row, array_col) == "square":
-        raise ValueError(
-            f"library {library_id!r}: array_row/array_col form a square lattice (binned data such as Visium HD), "
-            "which the Visium spot-grid rule cannot calibrate; give the coordinates in micrometres "
-            "(coordinate_unit='um')"
-        )
+        return _calibrate_bins(pixels, array_row, array_col, scalefactors or {}, library_id)
     from_diameter = _spot_diameter_estimate(scalefactors or {})
     from_grid, n_pairs, why_not = _grid_estimate(pixels, array_row, array_col)
     if from_grid is None:

@@ -29,10 +29,10 @@ import scipy.sparse as sp
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM, _plot_defaults
+from .io import SCALEFACTOR_SPOT_DIAMETER_UM, SPOT_SPACING_UM, _plot_defaults, lattice
 from .pp import is_raw_counts
 
-__all__ = ["VISIUM_COLS", "VISIUM_ROWS", "simulate_section", "write_spaceranger"]
+__all__ = ["VISIUM_COLS", "VISIUM_ROWS", "simulate_section", "square_grid", "write_spaceranger", "write_visium_hd"]
 
 VISIUM_ROWS = 78
 VISIUM_COLS = 128
@@ -73,6 +73,25 @@ def visium_grid(n_rows: int = VISIUM_ROWS, n_cols: int = VISIUM_COLS) -> tuple[n
     rows, cols = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
     keep = (rows + cols) % 2 == 0
     return rows[keep], cols[keep]
+
+
+def square_grid(n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Array positions of a square lattice of bins wide enough for a tissue of ``n_bins``, row-major.
+
+    Parameters
+    ----------
+    n_bins
+        Bins the tissue will cover; the lattice holds about 1.6 times as many,
+        so the tissue blob has background around it, as on a capture area.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(array_row, array_col)``: integer positions, one entry per bin.
+    """
+    side = int(np.ceil(np.sqrt(n_bins / 0.6)))
+    rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    return rows.ravel(), cols.ravel()
 
 
 def grid_to_um(array_row: np.ndarray, array_col: np.ndarray) -> np.ndarray:
@@ -258,6 +277,7 @@ def simulate_section(
     marker_fold: tuple[float, float] = (3.0, 6.0),
     boundary_width: float = 0.0,
     mixing: float = 0.0,
+    bin_size_um: float | None = None,
 ) -> ad.AnnData:
     """Simulate one Visium section with layered domains and smooth gradients.
 
@@ -296,6 +316,13 @@ def simulate_section(
         easy sections earlier versions simulated, to the bit; e.g.
         ``marker_fold=(1.5, 3), boundary_width=150, mixing=0.3`` gives domains
         that representations and clusterers find to different degrees.
+    bin_size_um
+        None (the default): spots on the Visium hexagon. A width in micrometres:
+        square bins of that width on a square lattice, as Visium HD's binned
+        output (``n_spots`` bins, any number; the scale factors then hold
+        ``bin_size_um`` and ``microns_per_pixel``, and ``spot_diameter_fullres``
+        is the bin's width in pixels, as Space Ranger writes them for bins).
+        Write it with :func:`write_visium_hd`.
 
     Returns
     -------
@@ -311,8 +338,9 @@ def simulate_section(
     Raises
     ------
     ValueError
-        When ``n_spots`` is outside ``[1, 4992]``, ``n_genes`` or ``n_domains``
-        is not positive, or there are more domains than spots.
+        When ``n_spots`` is outside ``[1, 4992]`` (spots) or not positive (bins),
+        ``n_genes`` or ``n_domains`` is not positive, ``bin_size_um`` is not a
+        positive number, or there are more domains than spots.
 
     Examples
     --------
@@ -322,7 +350,11 @@ def simulate_section(
     >>> adata.obs["domain"].cat.categories.tolist()
     ['L1', 'L2', 'L3', 'L4', 'L5']
     """
-    rows, cols = visium_grid()
+    if bin_size_um is not None and not (np.isfinite(bin_size_um) and bin_size_um > 0):
+        raise ValueError(f"bin_size_um must be None or a positive number of micrometres, got {bin_size_um}")
+    if bin_size_um is not None and n_spots < 1:
+        raise ValueError(f"n_spots must be positive, got {n_spots}")
+    rows, cols = visium_grid() if bin_size_um is None else square_grid(n_spots)
     if not 1 <= n_spots <= len(rows):
         raise ValueError(f"n_spots must be in [1, {len(rows)}] (the Visium grid), got {n_spots}")
     if n_genes < 1 or n_domains < 1:
@@ -338,7 +370,7 @@ def simulate_section(
         raise ValueError(f"mixing must be in [0, 1), got {mixing}")
     rng = np.random.default_rng(seed)
 
-    xy_um_all = grid_to_um(rows, cols)
+    xy_um_all = grid_to_um(rows, cols) if bin_size_um is None else np.column_stack([cols, rows]) * float(bin_size_um)
     tissue = _tissue_mask(xy_um_all, n_spots, rng)
     rows, cols, xy_um = rows[tissue], cols[tissue], xy_um_all[tissue]
     depth, edges = _layer_depth(xy_um, n_domains, rng)
@@ -384,7 +416,12 @@ def simulate_section(
         "fiducial_diameter_fullres": SPOT_DIAMETER_FULLRES * 1.615,
         "tissue_lowres_scalef": LOWRES_SCALEF,
     }
-    lowres = _render_tissue(xy_px, domain, LOWRES_SCALEF, SPOT_DIAMETER_FULLRES)
+    if bin_size_um is not None:  # Space Ranger's scale factors of a bin folder
+        scalefactors["spot_diameter_fullres"] = bin_size_um / FULLRES_UM_PER_PIXEL
+        scalefactors["bin_size_um"] = float(bin_size_um)
+        scalefactors["microns_per_pixel"] = FULLRES_UM_PER_PIXEL
+        del scalefactors["fiducial_diameter_fullres"]
+    lowres = _render_tissue(xy_px, domain, LOWRES_SCALEF, scalefactors["spot_diameter_fullres"])
     images = {"lowres": lowres}
     _plot_defaults(images, scalefactors)  # plots with squidpy's and scanpy's defaults, as a read section
     adata.uns["spatial"] = {f"sim_seed{seed}": {"images": images, "scalefactors": scalefactors}}
@@ -418,7 +455,11 @@ def _all_positions(adata: ad.AnnData) -> pd.DataFrame:
     design = np.column_stack([np.ones_like(row), col, row]).astype(float)
     coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
 
-    all_rows, all_cols = visium_grid(max(VISIUM_ROWS, row.max() + 1), max(VISIUM_COLS, col.max() + 1))
+    if lattice(row, col) == "square":
+        side = max(row.max(), col.max()) + 1
+        all_rows, all_cols = (axis.ravel() for axis in np.meshgrid(np.arange(side), np.arange(side), indexing="ij"))
+    else:
+        all_rows, all_cols = visium_grid(max(VISIUM_ROWS, row.max() + 1), max(VISIUM_COLS, col.max() + 1))
     own = pd.MultiIndex.from_arrays([row, col])
     off = ~pd.MultiIndex.from_arrays([all_rows, all_cols]).isin(own)
     off_rows, off_cols = all_rows[off], all_cols[off]
@@ -453,8 +494,10 @@ def _write_positions(frame: pd.DataFrame, spatial_dir: Path, version: str) -> No
         frame.to_csv(spatial_dir / "tissue_positions_list.csv", header=False, index=False)
     elif version == "v2":
         frame.to_csv(spatial_dir / "tissue_positions.csv", header=True, index=False)
+    elif version == "parquet":
+        frame.to_parquet(spatial_dir / "tissue_positions.parquet", index=False)
     else:
-        raise ValueError(f"positions must be 'v1' or 'v2', got {version!r}")
+        raise ValueError(f"positions must be 'v1', 'v2' or 'parquet', got {version!r}")
 
 
 def _integer_csr(adata: ad.AnnData) -> sp.csr_matrix:
@@ -526,7 +569,7 @@ def _write_spatial(adata: ad.AnnData, spatial_dir: Path, entry: dict, positions:
 def write_spaceranger(
     adata: ad.AnnData,
     outdir: str | os.PathLike,
-    positions: Literal["v1", "v2"] = "v1",
+    positions: Literal["v1", "v2", "parquet"] = "v1",
     root_attrs: bool = True,
     sample_id: str | None = None,
     download_names: bool = False,
@@ -536,7 +579,8 @@ def write_spaceranger(
     Writes ``filtered_feature_bc_matrix.h5`` (Cell Ranger v3 HDF5) and
     ``spatial/`` with the positions of every grid spot (v1:
     ``tissue_positions_list.csv`` without header, v2: ``tissue_positions.csv``
-    with header), ``scalefactors_json.json`` and low/high-res PNGs.
+    with header, parquet: ``tissue_positions.parquet``),
+    ``scalefactors_json.json`` and low/high-res PNGs.
 
     Parameters
     ----------
@@ -548,7 +592,8 @@ def write_spaceranger(
         temporary folder beside it and renamed at the end, so a failure leaves
         nothing behind.
     positions
-        ``"v1"`` (Space Ranger 1.x) or ``"v2"`` (2.x) positions file.
+        ``"v1"`` (Space Ranger 1.x), ``"v2"`` (2.x) or ``"parquet"`` (later
+        versions and Visium HD bins) positions file.
     root_attrs
         Write the HDF5 root attributes real files carry (``library_ids``, ...);
         ``False`` mimics files whose attributes were stripped by other tools.
@@ -570,8 +615,8 @@ def write_spaceranger(
     ValueError
         When ``X`` does not hold non-negative integer counts, ``uns["spatial"]``
         does not hold exactly one library with ``spot_diameter_fullres``, two
-        spots share an array position, or ``positions`` is neither ``"v1"``
-        nor ``"v2"``.
+        spots share an array position, or ``positions`` is not ``"v1"``,
+        ``"v2"`` or ``"parquet"``.
 
     Examples
     --------
@@ -600,3 +645,64 @@ def write_spaceranger(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return outdir
+
+
+def write_visium_hd(adata: ad.AnnData, outdir: str | os.PathLike, sample_id: str | None = None) -> Path:
+    """Write simulated bins as a Visium HD ``outs/`` folder holding one bin size.
+
+    The bins go to ``outdir/binned_outputs/square_{bin_size:03d}um/``, laid out as
+    Space Ranger lays out a bin folder: ``filtered_feature_bc_matrix.h5`` and
+    ``spatial/`` with ``tissue_positions.parquet`` and the scale factors.
+
+    Parameters
+    ----------
+    adata
+        Bins from :func:`simulate_section` with ``bin_size_um`` (the scale
+        factors hold ``bin_size_um``).
+    outdir
+        Folder to create; it must not exist or be empty. Written beside it and
+        renamed at the end, so a failure leaves nothing behind.
+    sample_id
+        Library id written to the matrix; defaults to the adata's library id.
+
+    Returns
+    -------
+    pathlib.Path
+        The bin folder.
+
+    Raises
+    ------
+    FileExistsError
+        When ``outdir`` exists and is not an empty folder.
+    ValueError
+        When the scale factors hold no whole ``bin_size_um``, and in the cases of
+        :func:`write_spaceranger`.
+
+    Examples
+    --------
+    >>> bins = dpst.sim.simulate_section(n_spots=2000, n_genes=100, bin_size_um=8)
+    >>> dpst.sim.write_visium_hd(bins, "hd_section/outs")  # doctest: +SKIP
+    PosixPath('hd_section/outs/binned_outputs/square_008um')
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and (not outdir.is_dir() or any(outdir.iterdir())):
+        raise FileExistsError(f"{outdir} exists and is not an empty folder")
+    _, entry = _library_entry(adata)
+    bin_size = entry["scalefactors"].get("bin_size_um")
+    if not isinstance(bin_size, (int, float)) or bin_size < 1 or bin_size != round(bin_size):
+        raise ValueError(
+            f"adata's scale factors must hold bin_size_um, a whole number of micrometres; got {bin_size!r}"
+        )
+    folder = Path("binned_outputs") / f"square_{round(bin_size):03d}um"
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
+    try:
+        write_spaceranger(adata, tmp / folder, positions="parquet", sample_id=sample_id)
+        tmp.chmod(0o755)
+        if outdir.exists():
+            outdir.rmdir()
+        tmp.rename(outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return outdir / folder

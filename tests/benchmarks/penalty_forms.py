@@ -25,6 +25,7 @@ seeds ``--fit-seeds``. Also printed: Moran's I of the latent (mean over dimensio
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tests/benchmarks/penalty_forms.py
         [--data ../shared/data/dlpfc] [--sections 151673,151674] [--seeds 0,1,2]
         [--slacks 0.5,1] [--slack-sections 1=151673] [--epochs 1000] [--time-limit 30]
+        [--penalty-latent sample|mean] [--neighborhood none|reconstructed]
         [--fit-seeds 0,1,2,3,4] [--cache-dir /tmp/dpst_domains_cache]
         [--own-cache-dir /tmp/dpst_penalty_forms_cache] [--fits-out fits.tsv]
 """
@@ -62,21 +63,26 @@ class OneSidedPenalty(dpst.module.DistortionPenalty):
         self.log_lam.requires_grad_(False)
         self.slack = float(slack)
 
-    def forward(self, dz, ds, weights, denominator):
+    def forward(self, dz, ds, weights, denominator, groups=None):
         gap = F.relu(dz - self.slack * torch.exp(self.log_lam) * ds)
         total = gap.sum() if weights is None else (weights * gap).sum()
         return total / denominator
 
 
 def one_sided_path(args, section: str, slack: float, seed: int) -> Path:
-    name = f"{section}_vae_a{ALPHA:g}_onesided{slack:g}_s{seed}_e{args.epochs}_mc{args.min_counts}.npz"
+    # the settings that were the only ones before the options keep their old cache names
+    latent = "" if args.penalty_latent == "sample" else f"_{args.penalty_latent}"
+    setting = "" if args.neighborhood == "none" else f"_n{args.neighborhood}"
+    name = f"{section}_vae_a{ALPHA:g}_onesided{slack:g}{latent}{setting}_s{seed}_e{args.epochs}_mc{args.min_counts}.npz"
     return Path(args.own_cache_dir) / name
 
 
 def train_one_sided(adata, args, slack: float, seed: int) -> dict:
     torch.set_num_threads(args.threads)  # scanpy may reset it
     start = time.perf_counter()
-    model = dpst.DPVAE(adata, alpha=ALPHA, penalty_latent="sample", seed=seed)
+    model = dpst.DPVAE(
+        adata, alpha=ALPHA, penalty_latent=args.penalty_latent, neighborhood=args.neighborhood, seed=seed
+    )
     model.penalty = OneSidedPenalty(slack)
     model.train(max_epochs=args.epochs, progress_bar=False, device="cpu")
     seconds = time.perf_counter() - start
@@ -96,8 +102,8 @@ def latents(sections, args, started) -> dict:
     out: dict = {}
     for section, adata in sections.items():
         for seed in domains.ints(args.seeds):
-            for alpha, rep in ((0.0, "alpha 0"), (ALPHA, "isometric a100")):
-                path = domains.cache_path(args, section, "vae", alpha, "sample", seed)
+            for alpha, latent, rep in ((0.0, "sample", "alpha 0"), (ALPHA, args.penalty_latent, "isometric a100")):
+                path = domains.cache_path(args, section, "vae", alpha, latent, seed, args.neighborhood)
                 if not path.exists():
                     print(f"missing {path}: run tests/benchmarks/domains.py first; skipped")
                     continue
@@ -143,6 +149,8 @@ def main():
     parser.add_argument("--slack-sections", default="", help="e.g. 1=151673: train slack 1 on 151673 only")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--fit-seeds", default="0,1,2,3,4")
+    parser.add_argument("--penalty-latent", default="sample", choices=["sample", "mean"])
+    parser.add_argument("--neighborhood", default="none", choices=["none", "reconstructed"])
     parser.add_argument("--cache-dir", default="/tmp/dpst_domains_cache", help="domains.py's cache")
     parser.add_argument("--own-cache-dir", default="/tmp/dpst_penalty_forms_cache")
     parser.add_argument("--time-limit", type=float, default=None, help="minutes after which no training starts")

@@ -12,13 +12,14 @@ AnnData with the section's name in ``obs["section"]``, for
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 
-from dpst.io import read_spaceranger
+from dpst.io import read_spaceranger, read_visium_hd
 from dpst.pp._coordinates import micrometre_coordinates
 from dpst.pp._preprocess import describe_coordinates
 from dpst_study.jobs import one_line
@@ -104,7 +105,8 @@ def read_section(folder: str | os.PathLike | None, h5ad: str | os.PathLike | Non
     Parameters
     ----------
     folder
-        The section's Space Ranger folder (None for an ``h5ad`` section).
+        The section's Space Ranger folder (None for an ``h5ad`` section); a Visium
+        HD bin folder (``square_008um``) is read with :func:`dpst.io.read_visium_hd`.
     h5ad
         The section's AnnData file (None for a Space Ranger folder).
     spatial_key
@@ -119,7 +121,8 @@ def read_section(folder: str | os.PathLike | None, h5ad: str | os.PathLike | Non
         return read_h5ad_section(h5ad, spatial_key)
     if folder is None:
         raise ValueError("a section needs a Space Ranger folder or an h5ad file")
-    adata = read_spaceranger(folder)
+    bins = re.fullmatch(r"square_(\d+)um", Path(folder).name)  # a Visium HD bin folder (`bin_size`)
+    adata = read_visium_hd(folder, bin_size=int(bins[1])) if bins else read_spaceranger(folder)
     truth = Path(folder) / SIMULATED_DOMAINS
     if truth.is_file():
         domains = pd.read_csv(truth, index_col="barcode", dtype={"domain": str})["domain"]

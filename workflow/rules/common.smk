@@ -12,7 +12,11 @@ ALPHA_ON = float(config["penalty"]["alpha"])
 H5_NAME = "filtered_feature_bc_matrix.h5"
 TARBALL_NAME = "spatial.tar.gz"
 # What dpst.io.read_spaceranger reads from a Space Ranger folder's spatial/.
-POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
+POSITION_FILES = (
+    "tissue_positions.csv",
+    "tissue_positions_list.csv",
+    "tissue_positions.parquet",
+)
 SCALEFACTORS_NAME = "scalefactors_json.json"
 IMAGE_NAMES = ("tissue_hires_image.png", "tissue_lowres_image.png")
 # An `h5ad` section's keys that are arguments of dpst.pp.preprocess.
@@ -48,6 +52,8 @@ def spaceranger_folder(section):
     source = section_source(section)
     if source == "h5ad":
         return None
+    if source == "local" and "bin_size" in spec:  # Visium HD: one bin folder of outs/
+        return f"{spec['local']}/binned_outputs/square_{spec['bin_size']:03d}um"
     if source == "local":
         return spec["local"]
     if source == "simulate":
@@ -70,10 +76,12 @@ def local_spaceranger_files(section):
     positions, scale factors, images when present): as inputs of its preprocessing,
     replacing one reruns what depends on it. A missing one stops the workflow with
     one line naming the section and the path."""
-    folder = Path(config["sections"][section]["local"])
+    spec = config["sections"][section]
+    folder = Path(spaceranger_folder(section))
+    keys = "local, bin_size" if "bin_size" in spec else "local"
 
     def missing(what):
-        stop(f"section {section}: {what} (sections.{section}.local)")
+        stop(f"section {section}: {what} (sections.{section}.{keys})")
 
     if not folder.is_dir():
         missing(f"Space Ranger folder {folder} not found")
@@ -92,7 +100,8 @@ def local_spaceranger_files(section):
         spatial / name for name in POSITION_FILES if (spatial / name).is_file()
     ]
     if not positions:
-        missing(f"{spatial / POSITION_FILES[0]} not found (nor {POSITION_FILES[1]})")
+        others = " or ".join(POSITION_FILES[1:])
+        missing(f"{spatial / POSITION_FILES[0]} not found (nor {others})")
     scalefactors = spatial / SCALEFACTORS_NAME
     if not scalefactors.is_file():
         missing(f"{scalefactors} not found")

@@ -23,7 +23,17 @@ import numpy as np
 import pandas as pd
 
 from dpst.graph import group_spots
-from dpst.io import array_positions, calibrate_pixels
+from dpst.io import (
+    CALIBRATION_TOLERANCE,
+    GRID_NEIGHBOR_OFFSETS,
+    HD_BIN_SIZES_UM,
+    SPOT_SPACING_UM,
+    SQUARE_NEIGHBOR_OFFSETS,
+    array_positions,
+    calibrate_pixels,
+    grid_neighbor_pairs,
+    lattice,
+)
 
 CoordinateUnit = Literal["auto", "pixel", "um"]
 COORDINATE_UNITS = ("auto", "pixel", "um")
@@ -179,6 +189,35 @@ def _library_entry(spatial: dict, name: str, libs: Libraries, unit: CoordinateUn
     )
 
 
+def _check_taken_as_micrometres(coords: np.ndarray, array_row, array_col, name: str, spatial_key: str) -> None:
+    """Refuse pixels that ``"auto"`` would take as micrometres, where the spots' own lattice tells.
+
+    Tables from other readers (spatialdata-io's Visium and Visium HD tables among
+    them) keep full-resolution pixels in ``obsm`` without ``uns["spatial"]``. On
+    the Visium hexagon neighbours are 100 um apart and Visium HD bins a whole
+    widths of Space Ranger's bins (2, 8 or 16 um), so a lattice at another spacing
+    is not micrometres (other bin widths pass with ``coordinate_unit="um"``).
+    """
+    geometry = lattice(array_row, array_col)
+    if geometry is None:
+        return
+    offsets = GRID_NEIGHBOR_OFFSETS if geometry == "hexagon" else SQUARE_NEIGHBOR_OFFSETS
+    pairs = grid_neighbor_pairs(array_row, array_col, offsets)
+    spacing = float(np.median(np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)))
+    if geometry == "hexagon":
+        fine, expected = abs(spacing / SPOT_SPACING_UM - 1) <= CALIBRATION_TOLERANCE, f"{SPOT_SPACING_UM:g} um"
+    else:
+        fine = any(abs(spacing / width - 1) <= CALIBRATION_TOLERANCE for width in HD_BIN_SIZES_UM)
+        expected = f"one of Visium HD's bin widths ({', '.join(f'{w:g}' for w in HD_BIN_SIZES_UM)} um)"
+    if not fine:
+        raise ValueError(
+            f"library {name!r}: adata.obsm[{spatial_key!r}] has no uns['spatial'] entry, so it would be taken as "
+            f"micrometres, but neighbouring spots of its {geometry} lattice (array_row/array_col) are {spacing:.4g} "
+            f"apart, not {expected}: these look like pixels. Read the Space Ranger folder with "
+            "dpst.io.read_spaceranger or dpst.io.read_visium_hd, or pass coordinate_unit='um' if they are micrometres"
+        )
+
+
 def _is_pixels(adata: ad.AnnData, entry, unit: CoordinateUnit) -> bool:
     if unit != "auto":
         return unit == "pixel"
@@ -231,6 +270,13 @@ def micrometre_coordinates(
     for name, spots in zip(libs.names, libs.spots(), strict=True):
         entry = _library_entry(spatial, name, libs, unit, adata.uns.get("spatial_unit"))
         if not _is_pixels(adata, entry, unit):
+            if (
+                unit == "auto"
+                and adata.uns.get("spatial_unit") != "um"
+                and array_row is not None
+                and array_col is not None
+            ):
+                _check_taken_as_micrometres(stored[spots], array_row[spots], array_col[spots], name, spatial_key)
             coords[spots] = stored[spots]
             per_library[name] = {"unit": "um", "conversion": "none (taken as micrometres)"}
             continue
