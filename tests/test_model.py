@@ -61,6 +61,17 @@ def test_evaluate_model_reports_every_metric(section):
     assert metrics["L_0.05"] >= metrics["L_0.1"] >= 1.0
 
 
+@pytest.mark.parametrize("model_class", [dpst.DPVAE, dpst.DPSCVI])
+def test_squared_errors_add_up_to_the_dense_mse(section, model_class):
+    """The metrics' per-spot errors, a batch at a time, give the MSE of the dense matrices."""
+    model = model_class(section, alpha=10.0, seed=0).train(max_epochs=5, progress_bar=False)
+    errors = model.squared_errors(batch_size=37)  # batches that do not divide the spots
+    observed, reconstructed = model.get_observed_log_normalized(), model.get_reconstruction()
+    np.testing.assert_allclose(errors, ((observed.astype(np.float64) - reconstructed) ** 2).sum(axis=1), rtol=1e-12)
+    mse = dpst.metrics.reconstruction_mse(observed, reconstructed)
+    assert evaluate_model(model)[0]["mse_all"] == pytest.approx(mse, rel=1e-12)
+
+
 def test_save_and_load_round_trip(section, tmp_path):
     model = dpst.DPSCVI(section, alpha=10.0, likelihood="nb", seed=0).train(max_epochs=5, progress_bar=False)
     model.save(tmp_path / "m")

@@ -158,7 +158,7 @@ def _position_table(path: Path) -> tuple[pd.DataFrame, str]:
 def _numbers(values: pd.Series, path: Path, column: str, row_name: str) -> np.ndarray:
     """A position column as float64, naming the first non-numeric or non-finite cell."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        numbers, text = values.to_numpy(dtype=float), values.astype(str)
+        numbers = values.to_numpy(dtype=float)
     else:
         text = values.astype(str).str.strip()
         bad = np.flatnonzero(pd.to_numeric(text, errors="coerce").isna().to_numpy())
@@ -170,8 +170,9 @@ def _numbers(values: pd.Series, path: Path, column: str, row_name: str) -> np.nd
         numbers = text.to_numpy().astype(float)
     infinite = np.flatnonzero(~np.isfinite(numbers))
     if infinite.size:
+        cell = str(values.iloc[infinite[0]]).strip()
         raise SpaceRangerFormatError(
-            f"{path}: non-finite {column} {text.iloc[infinite[0]]!r} on {row_name} {_row_number(values, infinite[0])}"
+            f"{path}: non-finite {column} {cell!r} on {row_name} {_row_number(values, infinite[0])}"
         )
     return numbers
 

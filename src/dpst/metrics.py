@@ -374,8 +374,8 @@ class _ModelArrays:
         self.n_obs = adata.n_obs
         self.coords, self.graph, self.libraries = model.coords, model.graph, model.libraries
         self.neighbors = build_neighbor_graph(adata, self.coords, self.libraries, n_neighs=n_neighs).connectivities
-        self.observed = model.get_observed_log_normalized(adata)
-        self.reconstructed = model.get_reconstruction(adata)
+        # per spot, not spots x genes: the dense matrices would not fit at 10^5-10^6 spots
+        self.squared_errors, self.n_genes = model.squared_errors(adata), adata.n_vars
         held_out = model.validation_indices
         self.held_out = np.zeros(self.n_obs, dtype=bool)
         if held_out is not None:
@@ -383,23 +383,25 @@ class _ModelArrays:
         self.normalization = model.penalty_settings.normalization
         self.lam_fitted = model.lam  # NaN at alpha 0: no penalty, no lam
 
+    def _mse(self, errors: np.ndarray) -> float:
+        """:func:`reconstruction_mse` of the spots whose squared errors these are."""
+        return float(errors.sum() / (len(errors) * self.n_genes))
+
     def evaluate(self, spots: np.ndarray) -> tuple[dict, pd.DataFrame]:
         """The metrics of the spots ``spots`` (sorted indices) alone."""
         everything = len(spots) == self.n_obs
         latent, coords = self.latent[spots], self.coords[spots]
         neighbors = self.neighbors if everything else self.neighbors[spots][:, spots]
         graph = self.graph if everything else self.graph.subgraph(spots)
-        observed, reconstructed = self.observed[spots], self.reconstructed[spots]
+        errors = self.squared_errors[spots]
         held_out = np.flatnonzero(self.held_out[spots])
         groups = self.libraries.codes[spots] if self.libraries.several and everything else None
         autocorr = spatial_autocorrelation(latent, neighbors)
         metrics = {
             "moran_I": float(autocorr["moran_I"].mean(skipna=False)),
             "geary_C": float(autocorr["geary_C"].mean(skipna=False)),
-            "mse_all": reconstruction_mse(observed, reconstructed),
-            "mse_heldout": (
-                reconstruction_mse(observed[held_out], reconstructed[held_out]) if len(held_out) else float("nan")
-            ),
+            "mse_all": self._mse(errors),
+            "mse_heldout": self._mse(errors[held_out]) if len(held_out) else float("nan"),
             "lam_fitted": self.lam_fitted,
         }
         metrics.update(distortion(latent, graph, normalization=self.normalization))

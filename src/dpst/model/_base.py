@@ -483,6 +483,45 @@ class _DPModel:
 
         return float(self._decode_batches(adata, batch_size, nll).mean())
 
+    @torch.no_grad()
+    def squared_errors(self, adata: ad.AnnData | None = None, batch_size: int = 4096) -> np.ndarray:
+        """Per spot, the sum over genes of (observed - reconstructed)², a batch of spots at a time.
+
+        What :func:`dpst.metrics.reconstruction_mse` averages, without holding the
+        dense spots x genes matrices (at 10⁵-10⁶ spots they would take gigabytes).
+
+        Parameters
+        ----------
+        adata
+            Spots with the model's genes; default: the model's AnnData.
+        batch_size
+            Spots decoded at a time.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_obs,)`` float64 sums, :meth:`get_observed_log_normalized` against
+            :meth:`get_reconstruction`.
+        """
+        self._require_trained("squared_errors")
+        adata = self._validate_adata(adata)
+        self.module.eval()
+        device = next(self.module.parameters()).device
+        data, matrix = self._spot_data(adata), self.registry.matrix(adata)
+        sums = np.empty(adata.n_obs)
+        for start in range(0, adata.n_obs, batch_size):
+            rows = slice(start, start + batch_size)
+            _inf, gen = self.module(data.rows(rows, device), use_mean=True)
+            reconstructed = self.module.log_normalized(gen).cpu().numpy()
+            observed = self._log_normalized(matrix[rows]).astype(np.float64)
+            sums[rows] = ((observed - reconstructed) ** 2).sum(axis=1)
+        return sums
+
+    @staticmethod
+    def _log_normalized(x) -> np.ndarray:
+        """Rows of the registered matrix as :meth:`get_observed_log_normalized` gives them."""
+        raise NotImplementedError
+
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
         """The observed counterpart of :meth:`get_reconstruction`.
 

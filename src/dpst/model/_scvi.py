@@ -40,7 +40,10 @@ class DPSCVI(_DPModel):
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
         """log1p of counts normalized to 1e4 over the model's genes (the decoder's scale)."""
-        x = self.registry.matrix(self._validate_adata(adata))
+        return self._log_normalized(self.registry.matrix(self._validate_adata(adata)))
+
+    @staticmethod
+    def _log_normalized(x) -> np.ndarray:
         x = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
         library = x.sum(1, keepdims=True)
         return np.log1p(1e4 * x / np.maximum(library, 1.0)).astype(np.float32)

@@ -40,5 +40,8 @@ class DPVAE(_DPModel):
 
     def get_observed_log_normalized(self, adata: ad.AnnData | None = None) -> np.ndarray:
         """The model input as dense float32: it is already log-normalized."""
-        x = self.registry.matrix(self._validate_adata(adata))
+        return self._log_normalized(self.registry.matrix(self._validate_adata(adata)))
+
+    @staticmethod
+    def _log_normalized(x) -> np.ndarray:
         return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
