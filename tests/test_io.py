@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import h5py
 import numpy as np
@@ -553,3 +554,38 @@ def test_bins_with_microns_per_pixel_only(hd_outs):
     del scalefactors["bin_size_um"]
     how = pixel_calibration(bins)
     assert how.method == "microns_per_pixel" and how.um_per_pixel == scalefactors["microns_per_pixel"]
+
+
+# --------------------------------------------------------------------------- #
+# tables made by spatialdata-io's readers
+# --------------------------------------------------------------------------- #
+def test_spatialdata_io_visium_table_gives_the_same_micrometres(tmp_path, sim_adata):
+    spatialdata_io = pytest.importorskip("spatialdata_io")
+    outs = write_spaceranger(sim_adata, tmp_path / "S1" / "outs", positions="v2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its own deprecation notices
+        table = spatialdata_io.visium(outs, dataset_id="S1").tables["table"]
+    np.testing.assert_allclose(spatial_coordinates(table), spatial_coordinates(read_spaceranger(outs)), rtol=1e-12)
+
+
+def _hd_feature_slice(outs):
+    """The one file of a Visium HD output that spatialdata-io reads and the bins do not need: its layout metadata."""
+    identity = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    names = ("cytassist", "spot"), ("spot", "cytassist"), ("microscope", "spot"), ("spot", "microscope")
+    metadata = {
+        "hd_layout_json": json.dumps({"file_format": "1.0", "transform": identity}),
+        "transform_matrices": {f"{a}_colrow_to_{b}_colrow": identity for a, b in names},
+    }
+    with h5py.File(outs / "feature_slice.h5", "w") as f:
+        f.attrs["metadata_json"] = json.dumps(metadata)
+
+
+def test_spatialdata_io_visium_hd_table_in_pixels_is_refused_not_misread(hd_outs, hd_bins):
+    spatialdata_io = pytest.importorskip("spatialdata_io")
+    _hd_feature_slice(hd_outs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = spatialdata_io.visium_hd(hd_outs, bin_size=8, load_segmentations_only=False).tables["square_008um"]
+    np.testing.assert_array_equal(table.obsm["spatial"], read_visium_hd(hd_outs).obsm["spatial"])  # pixels
+    with pytest.raises(ValueError, match=r"square lattice .* 12.95 apart, not one of Visium HD's bin widths"):
+        spatial_coordinates(table)  # no uns["spatial"]: "auto" would have taken pixels as micrometres

@@ -192,11 +192,11 @@ def _library_entry(spatial: dict, name: str, libs: Libraries, unit: CoordinateUn
 def _check_taken_as_micrometres(coords: np.ndarray, array_row, array_col, name: str, spatial_key: str) -> None:
     """Refuse pixels that ``"auto"`` would take as micrometres, where the spots' own lattice tells.
 
-    Tables from other readers (spatialdata-io's Visium and Visium HD tables among
-    them) keep full-resolution pixels in ``obsm`` without ``uns["spatial"]``. On
-    the Visium hexagon neighbours are 100 um apart and Visium HD bins a whole
-    widths of Space Ranger's bins (2, 8 or 16 um), so a lattice at another spacing
-    is not micrometres (other bin widths pass with ``coordinate_unit="um"``).
+    Tables from other readers (spatialdata-io's Visium HD tables among them) keep
+    full-resolution pixels in ``obsm`` without ``uns["spatial"]``. On the Visium
+    hexagon neighbours are 100 um apart, and bins are as far apart as Space
+    Ranger's bin widths (2, 8 or 16 um), so a lattice at another spacing is not
+    micrometres (other bin widths pass with ``coordinate_unit="um"``).
     """
     geometry = lattice(array_row, array_col)
     if geometry is None:
