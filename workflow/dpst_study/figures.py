@@ -431,15 +431,19 @@ def _draw_spots(ax: Axes, xy: np.ndarray, colors: Sequence[str], diameter: float
     )
 
 
-def _domains_size(extent: np.ndarray, n_panels: int, panel_width: float = 3.2) -> tuple[float, float]:
-    """Figure inches for ``n_panels`` equal-aspect panels in a row, titles above and the legend below.
+def _domains_size(extent: np.ndarray, n_columns: int, n_rows: int = 1, panel_width: float = 3.2) -> tuple[float, float]:
+    """Figure inches for a grid of equal-aspect panels, titles above each and the legend on the right.
 
     A tall section gets narrower panels (down to what their titles need) rather than empty bands.
     """
     ratio = extent[1] / max(extent[0], 1e-12)
     panel_height = float(np.clip(panel_width * ratio, 1.8, 6.0))
     panel_width = float(np.clip(panel_height / ratio, 2.3, panel_width))
-    return (panel_width + 0.25) * n_panels + 0.6 + 2.0, panel_height + 1.6  # legend on the right
+    return (panel_width + 0.25) * n_columns + 0.6 + 2.0, (panel_height + 0.9) * n_rows + 0.7
+
+
+# panels per row of the domains figure: wider rows do not read in the report or on a laptop
+DOMAIN_COLUMNS = 3
 
 
 def domains_figure(
@@ -452,12 +456,12 @@ def domains_figure(
 ) -> Figure:
     """A section's annotation beside the domains of each run, spots at their micrometre positions.
 
-    One row: the annotation, then one panel per run (e.g. each backbone without and
-    with the penalty), all on the same axes (equal aspect, image orientation). Each
+    The annotation, then one panel per run (e.g. each backbone without and with the
+    penalty), three to a row, all on the same axes (equal aspect, image orientation). Each
     run's domains take the colours of the labels they are matched to one to one
     (:func:`match_domains`), so that agreement reads as equal colours; a domain
-    matched to no label gets a dark colour of its own. One legend below serves
-    every panel, on the right. Titles give the section, backbone, alpha and ARI.
+    matched to no label gets a dark colour of its own. One legend serves every
+    panel, on the right. Titles give the section, backbone, alpha and ARI.
 
     Parameters
     ----------
@@ -489,8 +493,15 @@ def domains_figure(
     colors = label_colors(categories)
     spacing = spacing_or_zero(xy) or 1.0
     low, high = xy.min(axis=0) - spacing, xy.max(axis=0) + spacing
-    fig = Figure(figsize=_domains_size(high - low, 1 + len(panels)), layout="constrained")
-    axes = fig.subplots(1, 1 + len(panels), sharex=True, sharey=True, squeeze=False)[0]
+    n_columns = min(1 + len(panels), DOMAIN_COLUMNS)
+    n_rows = -(-(1 + len(panels)) // n_columns)
+    fig = Figure(figsize=_domains_size(high - low, n_columns, n_rows), layout="constrained")
+    grid = fig.subplots(n_rows, n_columns, sharex=True, sharey=True, squeeze=False)
+    axes = grid.ravel()[: 1 + len(panels)]
+    for spare in grid.ravel()[1 + len(panels) :]:
+        fig.delaxes(spare)
+    for ax in axes[-n_columns:]:  # the lowest panel of each column shows the x ticks
+        ax.xaxis.set_tick_params(labelbottom=True)
 
     annotated = truth.notna().to_numpy()
     truth_colors = [colors[t] if a else UNANNOTATED_COLOR for t, a in zip(truth, annotated, strict=True)]
@@ -514,11 +525,13 @@ def domains_figure(
         ax.set_title(f"{section} · {backbone} · α = {panel.alpha:g}\nARI {ari}", fontsize=10)
     for ax in axes:
         ax.set_aspect("equal")
-        ax.set_xlabel("x (µm)")
         ax.tick_params(labelsize=7)
+    for ax in axes[-n_columns:]:
+        ax.set_xlabel("x (µm)")
     axes[0].set_xlim(low[0], high[0])
     axes[0].set_ylim(high[1], low[1])  # inverted: image orientation
-    axes[0].set_ylabel("y (µm)")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("y (µm)")
     handles: list[Artist] = [_swatch(colors[c]) for c in categories]
     names = [str(c) for c in categories]
     if not annotated.all():
