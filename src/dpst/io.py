@@ -32,6 +32,7 @@ __all__ = [
     "calibrate_pixels",
     "grid_neighbor_pairs",
     "lattice",
+    "lattice_spacing",
     "pixel_calibration",
     "read_spaceranger",
     "read_visium_hd",
@@ -576,6 +577,29 @@ def grid_neighbor_pairs(array_row, array_col, offsets=GRID_NEIGHBOR_OFFSETS) -> 
     return np.concatenate(pairs)
 
 
+def lattice_spacing(coords: np.ndarray, array_row, array_col, geometry: str) -> tuple[float, int]:
+    """Median distance between lattice neighbours in ``coords``, and how many pairs it is over.
+
+    Parameters
+    ----------
+    coords
+        ``(N, 2)`` coordinates of the spots (pixels or micrometres).
+    array_row, array_col
+        Their integer array positions.
+    geometry
+        ``"hexagon"`` (Visium) or ``"square"`` (bins), as :func:`lattice` names them.
+
+    Returns
+    -------
+    tuple
+        The median neighbour distance, in the unit of ``coords``, and the number of neighbour pairs.
+    """
+    offsets = GRID_NEIGHBOR_OFFSETS if geometry == "hexagon" else SQUARE_NEIGHBOR_OFFSETS
+    pairs = grid_neighbor_pairs(array_row, array_col, offsets)
+    distances = np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)
+    return float(np.median(distances)), len(pairs)
+
+
 def _positive_number(value) -> float | None:
     """A positive finite number (never a JSON bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
@@ -673,8 +697,7 @@ def _calibrate_bins(pixels: np.ndarray, array_row, array_col, scalefactors: dict
     if bin_size is None:
         assert stated is not None  # refused above when both are missing
         return PixelCalibration(stated, "microns_per_pixel", 0, None, stated)
-    pairs = grid_neighbor_pairs(array_row, array_col, SQUARE_NEIGHBOR_OFFSETS)
-    spacing = float(np.median(np.linalg.norm(pixels[pairs[:, 0]] - pixels[pairs[:, 1]], axis=1)))
+    spacing, n_pairs = lattice_spacing(pixels, array_row, array_col, "square")
     if not (spacing > 0 and math.isfinite(spacing)):
         raise ValueError(f"library {library_id!r}: neighbouring bins are {spacing:g} pixels apart")
     from_grid = bin_size / spacing
@@ -684,7 +707,7 @@ def _calibrate_bins(pixels: np.ndarray, array_row, array_col, scalefactors: dict
             f"neighbouring bins are {spacing:.4g} pixels apart, which with bin_size_um {bin_size:g} gives "
             f"{from_grid:.4g} um per pixel"
         )
-    return PixelCalibration(from_grid, "bin_grid", len(pairs), None, stated)
+    return PixelCalibration(from_grid, "bin_grid", n_pairs, None, stated)
 
 
 def calibrate_pixels(

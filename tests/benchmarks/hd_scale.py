@@ -85,37 +85,36 @@ def stage(name: str, memory: PeakMemory):
 
 
 def tiled_bins(n_bins: int, tile_bins: int, n_genes: int, library_size: float) -> ad.AnnData:
-    """``n_bins`` simulated 8 um bins: tiles of ``tile_bins`` side by side on one square lattice."""
+    """``n_bins`` simulated 8 um bins: copies of one simulated tile side by side on one square lattice."""
+    template = dpst.sim.simulate_section(
+        n_spots=tile_bins,
+        n_genes=n_genes,
+        n_domains=5,
+        seed=0,
+        mean_library_size=library_size,
+        boundary_width=40.0,
+        mixing=0.2,
+        bin_size_um=BIN_UM,
+    )
+    entry = template.uns.pop("spatial").popitem()[1]
     n_tiles = math.ceil(n_bins / tile_bins)
     per_row = math.ceil(math.sqrt(n_tiles))
     side = dpst.sim.square_grid(tile_bins)[0].max() + 1  # a tile's lattice is side x side
-    tiles, first = [], None
+    pixels_per_bin = BIN_UM / entry["scalefactors"]["microns_per_pixel"]
+    tiles = []
     for k in range(n_tiles):
-        tile = dpst.sim.simulate_section(
-            n_spots=min(tile_bins, n_bins - k * tile_bins),
-            n_genes=n_genes,
-            n_domains=5,
-            seed=0,
-            mean_library_size=library_size,
-            boundary_width=40.0,
-            mixing=0.2,
-            bin_size_um=BIN_UM,
-        )
-        first = first or next(iter(tile.uns["spatial"].values()))
+        tile = template[: min(tile_bins, n_bins - k * tile_bins)].copy()
         row_offset, col_offset = (k // per_row) * side, (k % per_row) * side
         tile.obs["array_row"] += row_offset
         tile.obs["array_col"] += col_offset
-        scale = BIN_UM / first["scalefactors"]["microns_per_pixel"]  # pixels per bin
-        tile.obsm["spatial"] = tile.obsm["spatial"] + np.array([col_offset, row_offset]) * scale
+        tile.obsm["spatial"] = tile.obsm["spatial"] + np.array([col_offset, row_offset]) * pixels_per_bin
         rows, cols = tile.obs["array_row"].to_numpy(), tile.obs["array_col"].to_numpy()
         tile.obs_names = [f"s_{BIN_UM:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols, strict=True)]
-        del tile.uns["spatial"]
         tiles.append(tile)
     bins = ad.concat(tiles, merge="same")
     bins.X = sp.csr_matrix(bins.X)
     bins.obs["domain"] = bins.obs["domain"].astype("category")
-    entry = {"images": {}, "scalefactors": dict(first["scalefactors"])}
-    bins.uns["spatial"] = {"hd_bench": entry}
+    bins.uns["spatial"] = {"hd_bench": {"images": {}, "scalefactors": dict(entry["scalefactors"])}}
     return bins
 
 

@@ -25,14 +25,12 @@ import pandas as pd
 from dpst.graph import group_spots
 from dpst.io import (
     CALIBRATION_TOLERANCE,
-    GRID_NEIGHBOR_OFFSETS,
     HD_BIN_SIZES_UM,
     SPOT_SPACING_UM,
-    SQUARE_NEIGHBOR_OFFSETS,
     array_positions,
     calibrate_pixels,
-    grid_neighbor_pairs,
     lattice,
+    lattice_spacing,
 )
 
 CoordinateUnit = Literal["auto", "pixel", "um"]
@@ -201,9 +199,7 @@ def _check_taken_as_micrometres(coords: np.ndarray, array_row, array_col, name: 
     geometry = lattice(array_row, array_col)
     if geometry is None:
         return
-    offsets = GRID_NEIGHBOR_OFFSETS if geometry == "hexagon" else SQUARE_NEIGHBOR_OFFSETS
-    pairs = grid_neighbor_pairs(array_row, array_col, offsets)
-    spacing = float(np.median(np.linalg.norm(coords[pairs[:, 0]] - coords[pairs[:, 1]], axis=1)))
+    spacing, _ = lattice_spacing(coords, array_row, array_col, geometry)
     if geometry == "hexagon":
         fine, expected = abs(spacing / SPOT_SPACING_UM - 1) <= CALIBRATION_TOLERANCE, f"{SPOT_SPACING_UM:g} um"
     else:
