@@ -31,10 +31,11 @@ each; torch's allocations are invisible to tracemalloc); the published and the
 issue's own peer figures are printed beside it. ``--out`` gets the table as TSV,
 ``--fits-out`` every single fit.
 
-``--external NAME=PATH`` (repeatable; ``{section}`` in PATH is replaced by the section)
-scores a representation computed elsewhere, e.g. a peer run in its own environment:
-an npz with ``obs_names`` (the same spots as the preprocessed section) and ``latent``,
-optionally ``seconds`` and ``peak_mib``.
+``--external NAME=PATH`` (repeatable; ``{section}`` in PATH is replaced by the section,
+``{seed}`` by each of ``--seeds``, the peer's training seeds) scores a representation
+computed elsewhere, e.g. a peer run in its own environment by the scripts in
+``tests/benchmarks/peers/``: an npz with ``obs_names`` (the same spots as the
+preprocessed section) and ``latent``, optionally ``seconds`` and ``peak_mib``.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tests/benchmarks/domains.py
         [--data ../shared/data/dlpfc] [--sections 151673,151674] [--min-counts 100]
@@ -79,7 +80,7 @@ CLUSTERERS = {
     "leiden+refine": ("leiden", "tied", True),
 }
 PEERS = """\
-peers, for reference (not run by this script; 151673 unless marked; ARI):
+peers, for reference (151673 unless marked; ARI; peers run here come in with --external):
   GraphST   published 0.64 (R mclust EEE); measured in issue 22: GMM tied+refine 0.48 (151674: 0.59),
             GMM full 0.42, leiden 0.45 (graphst-modern, 600 epochs, 400-470 s, 1 thread)
   STAGATE   published 0.55; measured in issue 22: GMM tied 0.53 (151674: 0.44), GMM full 0.47,
@@ -252,14 +253,14 @@ def pca_latent(adata: ad.AnnData) -> dict:
     return {"latent": codes, "seconds": seconds, "peak_mib": peak_mib(), "peak_is_own": reset, "seed": 0}
 
 
-def external_latent(adata: ad.AnnData, path: str) -> dict:
+def external_latent(adata: ad.AnnData, path: str, seed: int = 0) -> dict:
     stored = np.load(path)
     names = pd.Index(stored["obs_names"].astype(str))
     if set(names) != set(adata.obs_names):
         raise ValueError(f"{path}: its {len(names)} spots are not the section's {adata.n_obs}")
     codes = np.asarray(stored["latent"])[names.get_indexer(adata.obs_names)]
     extra = {key: float(stored[key]) if key in stored else np.nan for key in ("seconds", "peak_mib")}
-    return {"latent": codes, **extra, "seed": 0}
+    return {"latent": codes, **extra, "seed": seed}
 
 
 # ------------------------------------------------------------------ scoring
@@ -376,12 +377,17 @@ def main():
             latents[(section, "PCA 30")] = [pca_latent(adata)]
     for spec in args.external:
         name, _, pattern = spec.partition("=")
+        seeds = ints(args.seeds) if "{seed}" in pattern else [0]
         for section, adata in sections.items():
-            path = pattern.replace("{section}", section)
-            if Path(path).exists():
-                latents[(section, name)] = [external_latent(adata, path)]
-            else:
-                print(f"--external {name}: {path} is absent, skipped")
+            found = []
+            for seed in seeds:
+                path = pattern.replace("{section}", section).replace("{seed}", str(seed))
+                if Path(path).exists():
+                    found.append(external_latent(adata, path, seed))
+                else:
+                    print(f"--external {name}: {path} is absent, skipped")
+            if found:
+                latents[(section, name)] = found
     fit_seeds = ints(args.fit_seeds)
     fits = []
     order = sorted(latents, key=lambda key: (key[0], key[1] != "PCA 30"))
