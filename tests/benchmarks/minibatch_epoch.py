@@ -5,6 +5,12 @@ Data: ``--cells`` cells on a jittered 10 um grid, ``--genes`` genes of sparse co
 off, random batches) against alpha 100 (penalty on, tiled batches), same batch size,
 no held-out spots (``validation_fraction=0``).
 
+``--sections N`` splits the cells into N sections of equal size, each on its own grid
+from the origin (their planes overlap, as real sections' do), one model over all of
+them with ``batch_key`` the section (issue 19): the graph is built per section and
+tiles never span two; both sides get the batch covariate, so the ratio is the
+penalty's alone.
+
 ``--mode epoch`` times whole ``model.train(max_epochs=--epochs)`` calls, off and on
 interleaved, ``--repeats`` times; the per-epoch time includes the setup of a
 ``train()`` call (split, subgraph, sampler), which is also printed.
@@ -13,7 +19,8 @@ the training loop's own step functions, interleaved in blocks, plus the per-epoc
 batch assembly, and prints the epoch as assembly + K x mean step (K steps per epoch).
 
     python tests/benchmarks/minibatch_epoch.py [--cells 100000] [--genes 2000] [--batch-size 128]
-        [--mode epoch|steps] [--epochs 1] [--repeats 2] [--steps 200] [--models vae scvi] [--threads 1]
+        [--mode epoch|steps] [--epochs 1] [--repeats 2] [--steps 200] [--models vae scvi]
+        [--sections 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import warnings
 import _machine  # tests/benchmarks/_machine.py, beside this script
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -40,11 +48,17 @@ def machine() -> str:
     return f"{_machine.machine()}, {torch.get_num_threads()} torch threads"
 
 
-def make_data(cells: int, genes: int, density: float, seed: int = 0) -> ad.AnnData:
-    """Sparse counts (sorted distinct columns per cell), log-normalized X, coordinates in um."""
+def make_data(cells: int, genes: int, density: float, sections: int = 1, seed: int = 0) -> ad.AnnData:
+    """Sparse counts (sorted distinct columns per cell), log-normalized X, coordinates in um.
+
+    With ``sections`` > 1, ``obs["section"]`` splits the cells into that many equal
+    sections, each laid on its own grid from the origin.
+    """
     rng = np.random.default_rng(seed)
-    side = math.isqrt(cells - 1) + 1
-    coords = np.stack(np.divmod(np.arange(cells), side), axis=1) * 10.0 + rng.uniform(-3, 3, size=(cells, 2))
+    section = np.arange(cells) * sections // cells
+    within = np.arange(cells) - np.searchsorted(section, section)  # each cell's place in its section
+    side = math.isqrt(-(-cells // sections) - 1) + 1
+    coords = np.stack(np.divmod(within, side), axis=1) * 10.0 + rng.uniform(-3, 3, size=(cells, 2))
     nnz = max(1, round(density * genes))
     stride = genes // nnz
     indices = (rng.integers(0, stride, size=(cells, 1)) + stride * np.arange(nnz)).ravel().astype(np.int32)
@@ -56,17 +70,34 @@ def make_data(cells: int, genes: int, density: float, seed: int = 0) -> ad.AnnDa
     lognorm.data = np.log1p(1e4 * lognorm.data / np.repeat(library, nnz)).astype(np.float32)
     adata = ad.AnnData(X=lognorm, layers={"counts": counts})
     adata.obsm["spatial"] = coords
+    if sections > 1:
+        adata.obs["section"] = pd.Categorical([f"s{i}" for i in section])
     return adata
 
 
-def epoch_mode(cls, adata, args):
-    models = {alpha: cls(adata, alpha=alpha, seed=0) for alpha in (0.0, 100.0)}
-    graph = models[100.0].graph
+def build_models(cls, adata: ad.AnnData) -> dict:
+    """alpha 0 and 100 on ``adata``, one model over its sections where ``obs["section"]`` has them."""
+    batch_key = "section" if "section" in adata.obs else None
+    return {alpha: cls(adata, alpha=alpha, seed=0, batch_key=batch_key) for alpha in (0.0, 100.0)}
+
+
+def sampler_of(model, device: str):
+    """The tiled sampler ``train()`` builds for ``model`` on all its cells, and its setup seconds."""
     start = time.perf_counter()
     sampler = T._PairSampler(
-        graph.subgraph(np.arange(adata.n_obs)), "pairs", torch.device(args.device), models[100.0].coords
+        model.graph.subgraph(np.arange(model.adata.n_obs)),
+        "pairs",
+        torch.device(device),
+        model.coords,
+        model.libraries.groups(),
     )
-    setup = time.perf_counter() - start
+    return sampler, time.perf_counter() - start
+
+
+def epoch_mode(cls, adata, args):
+    models = build_models(cls, adata)
+    graph = models[100.0].graph
+    sampler, setup = sampler_of(models[100.0], args.device)
     start = time.perf_counter()
     batches = sampler.epoch(np.random.default_rng(0), args.batch_size)
     assembly = time.perf_counter() - start
@@ -97,13 +128,11 @@ def epoch_mode(cls, adata, args):
 
 def steps_mode(cls, adata, args):
     device = torch.device(args.device)
-    models = {alpha: cls(adata, alpha=alpha, seed=0) for alpha in (0.0, 100.0)}
+    models = build_models(cls, adata)
     settings = T.PenaltySettings(alpha=100.0)
     graph = models[100.0].graph
     train_idx = np.arange(adata.n_obs)
-    start = time.perf_counter()
-    sampler = T._PairSampler(graph.subgraph(train_idx), "pairs", device, models[100.0].coords)
-    setup = time.perf_counter() - start
+    sampler, setup = sampler_of(models[100.0], args.device)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     tiled = sampler.epoch(rng, args.batch_size)
@@ -171,14 +200,18 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--models", nargs="+", default=["vae", "scvi"])
+    parser.add_argument("--sections", type=int, default=1, help="sections in one model (batch_key)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    adata = make_data(args.cells, args.genes, args.density)
+    if args.sections < 1 or args.sections > args.cells:
+        parser.error(f"--sections must be between 1 and --cells ({args.cells}), got {args.sections}")
+    adata = make_data(args.cells, args.genes, args.density, args.sections)
     print(
         f"machine: {machine()}; {args.cells} cells x {args.genes} genes ({args.density:.0%} non-zero), "
+        f"{args.sections} section(s), "
         f"batch {args.batch_size}, kNN k=18, device {args.device}, mode {args.mode}"
     )
     for name in args.models:
