@@ -120,7 +120,9 @@ def undeclared(folder: Path, extras: list[str], root: Path = ROOT) -> dict[str, 
     }
 
 
-@pytest.mark.parametrize(("folder", "extras"), [("src/dpst", []), ("workflow/dpst_study", ["study"])])
+@pytest.mark.parametrize(
+    ("folder", "extras"), [("src/dpst", ["integration"]), ("workflow/dpst_study", ["study", "integration"])]
+)
 def test_imports_are_declared(folder, extras):
     missing = undeclared(ROOT / folder, extras)
     assert not missing, f"imported but not declared for {folder}: {missing}"

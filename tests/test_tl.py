@@ -89,3 +89,45 @@ def test_missing_keys_and_bad_latents_are_named(fitted):
     adata.obsm["bad"] = np.where(np.arange(adata.n_obs)[:, None] == 4, np.nan, adata.obsm[fitted[2]])
     with pytest.raises(ValueError, match=re.escape("adata.obsm['bad']: the latent codes of 1 spots are NaN")):
         dpst.tl.local_metric_ellipses(adata, "bad")
+
+
+def _two_blobs(batches_mixed: bool):
+    """200 spots in two far-apart blobs (the labels); the two sections alternate within each, or are the blobs."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["A", "B"], 100)
+    codes = rng.normal(size=(200, 5)) + np.where(labels == "A", 0.0, 100.0)[:, None]
+    sections = np.tile(["s1", "s2"], 100) if batches_mixed else np.repeat(["s1", "s2"], 100)
+    adata = ad.AnnData(obs=pd.DataFrame({"section": sections, "domain": labels}, index=[f"c{i}" for i in range(200)]))
+    adata.obsm["X_codes"] = codes
+    return adata
+
+
+def test_integration_scores_tell_mixed_sections_from_separate_ones():
+    pytest.importorskip("scib_metrics")
+    mixed = dpst.tl.integration_scores(_two_blobs(True), "X_codes", "section", "domain")
+    apart = dpst.tl.integration_scores(_two_blobs(False), "X_codes", "section", "domain")
+    # mixed: two sections among every spot's neighbours (iLISI near 1), labels never (cLISI 1)
+    assert mixed["iLISI"] > 0.9 and mixed["silhouette_batch"] > 0.9
+    # the sections are the blobs: one section among a spot's neighbours (iLISI 0)
+    assert apart["iLISI"] < 0.05
+    assert np.isnan(apart["silhouette_batch"])  # no label in two sections: nothing to mix
+    for scores in (mixed, apart):
+        assert scores["cLISI"] == pytest.approx(1.0) and scores["silhouette_label"] > 0.95
+        assert scores["n_scored"] == 200
+
+
+def test_integration_scores_leave_out_unlabelled_spots_and_name_bad_keys():
+    pytest.importorskip("scib_metrics")
+    adata = _two_blobs(True)
+    adata.obs.loc[adata.obs_names[:10], "domain"] = None
+    scores = dpst.tl.integration_scores(adata, "X_codes", "section", "domain", key_added="mixing")
+    assert scores["n_scored"] == 190 and adata.uns["mixing"]["n_scored"] == 190
+    with pytest.raises(KeyError, match=re.escape("batch_key 'donor' is not a column of adata.obs")):
+        dpst.tl.integration_scores(adata, "X_codes", "donor", "domain")
+    with pytest.raises(KeyError, match=re.escape("adata.obsm has no 'X_none'")):
+        dpst.tl.integration_scores(adata, "X_none", "section", "domain")
+    adata.obs["section"] = "s1"
+    with pytest.raises(ValueError, match="at least two batches among the labelled spots, got 1"):
+        dpst.tl.integration_scores(adata, "X_codes", "section", "domain")

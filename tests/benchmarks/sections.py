@@ -83,20 +83,9 @@ def transfer_ari(reference: ad.AnnData, query: ad.AnnData, ref_codes, query_code
 
 def mixing(adata: ad.AnnData, codes: np.ndarray) -> dict:
     """scib-metrics' iLISI, cLISI and silhouettes on the joint codes (annotated spots)."""
-    from scib_metrics import clisi_knn, ilisi_knn, silhouette_batch, silhouette_label
-    from scib_metrics.nearest_neighbors import pynndescent
-
-    known = adata.obs[TRUTH].notna().to_numpy()
-    codes = np.asarray(codes[known], dtype=np.float32)
-    batches = adata.obs[SECTION].to_numpy()[known].astype(str)
-    labels = adata.obs[TRUTH].to_numpy()[known].astype(str)
-    neighbors = pynndescent(codes, n_neighbors=90, random_state=0)
-    return {
-        "iLISI": float(ilisi_knn(neighbors, batches)),
-        "cLISI": float(clisi_knn(neighbors, labels)),
-        "silhouette_label": float(silhouette_label(codes, labels)),
-        "silhouette_batch": float(silhouette_batch(codes, labels, batches)),
-    }
+    scores = dpst.metrics.integration_scores(codes, adata.obs[SECTION].to_numpy(), adata.obs[TRUTH].to_numpy())
+    del scores["n_scored"]
+    return scores
 
 
 def fit(adata: ad.AnnData, args, alpha: float, seed: int, **kwargs):

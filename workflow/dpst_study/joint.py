@@ -34,7 +34,6 @@ SCORE_TITLE = {
     "silhouette_label": "silhouette label ↑",
     "silhouette_batch": "silhouette batch ↑ (sections mix)",
 }
-LISI_NEIGHBORS = 90  # scib's LISI graph: 90 neighbours (3 x its perplexity of 30)
 CLUSTERS = "cluster"
 
 
@@ -87,48 +86,10 @@ def cluster_joint(latent: ad.AnnData, model: str, settings: Mapping) -> pd.Serie
     return found.astype(str).rename(CLUSTERS)
 
 
-def scib_scores(codes: np.ndarray, sections: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """scib-metrics' iLISI, cLISI, label silhouette and batch silhouette of one latent.
-
-    The LISI scores read an exact kNN graph of the codes (scikit-learn, 90 neighbours
-    as scib's, fewer on fewer spots) in scib-metrics' ``NeighborsResults``.
-
-    Parameters
-    ----------
-    codes
-        ``(N, d)`` latent codes.
-    sections
-        ``(N,)`` each spot's section (the batch).
-    labels
-        ``(N,)`` each spot's label (annotation or cluster).
-
-    Returns
-    -------
-    dict
-        ``iLISI``, ``cLISI``, ``silhouette_label`` and ``silhouette_batch``, each in [0, 1]
-        (scib's scaling; higher is better).
-    """
-    from scib_metrics import clisi_knn, ilisi_knn, silhouette_batch, silhouette_label
-    from scib_metrics.nearest_neighbors import NeighborsResults
-    from sklearn.neighbors import NearestNeighbors
-
-    codes = np.asarray(codes, dtype=np.float32)
-    sections, labels = np.asarray(sections).astype(str), np.asarray(labels).astype(str)
-    k = min(LISI_NEIGHBORS, len(codes) - 1)
-    distances, indices = NearestNeighbors(n_neighbors=k).fit(codes).kneighbors(codes)
-    neighbors = NeighborsResults(indices=indices, distances=distances)
-    return {
-        "iLISI": float(ilisi_knn(neighbors, sections)),
-        "cLISI": float(clisi_knn(neighbors, labels)),
-        "silhouette_label": float(silhouette_label(codes, labels)),
-        "silhouette_batch": float(silhouette_batch(codes, labels, sections)),
-    }
-
-
 def score_joint_run(
     latent: ad.AnnData, group_obs: pd.DataFrame, model: str, settings: Mapping
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Cluster a joint run's latent and score it (:func:`cluster_joint`, :func:`scib_scores`).
+    """Cluster a joint run's latent and score it (:func:`cluster_joint`, :func:`dpst.metrics.integration_scores`).
 
     Parameters
     ----------
@@ -172,12 +133,12 @@ def score_joint_run(
     else:
         spots, labels, source = np.ones(len(obs), bool), clusters.to_numpy(), "clusters"
     codes = np.asarray(latent.obsm[latent_key(model)])
-    scores = scib_scores(codes[spots], sections.to_numpy()[spots], labels[spots])
+    scores = dpst.metrics.integration_scores(codes[spots], sections.to_numpy()[spots], labels[spots])
     row = {
         "labels": source,
         "n_domains": int(settings["n_domains"]),
         "n_clusters": int(clusters.nunique()),
-        "n_scored": int(spots.sum()),
+        "n_scored": scores.pop("n_scored"),
         **scores,
         "method": settings["method"],
         "covariance_type": settings["covariance_type"],

@@ -13,9 +13,11 @@ functions of :mod:`dpst.metrics`, writes it into the AnnData and returns it::
     dpst.tl.domains(adata, key, n_domains=7)         # obs/uns["X_dpvae_domains"]
     dpst.tl.domain_scores(adata, "X_dpvae_domains", truth_key="domain")  # ARI, NMI, CHAOS, PAS
     dpst.tl.transfer_labels(reference, query, "domain", key)  # query.obs["domain_transferred"]
+    dpst.tl.integration_scores(adata, key, "section", "domain")  # iLISI, cLISI, silhouettes
 """
 
 from ._domains import domain_scores, domains
+from ._integration import integration_scores
 from ._measures import distortion, local_metric_ellipses, spatial_autocorrelation
 from ._transfer import transfer_labels
 
@@ -23,6 +25,7 @@ __all__ = [
     "distortion",
     "domain_scores",
     "domains",
+    "integration_scores",
     "local_metric_ellipses",
     "spatial_autocorrelation",
     "transfer_labels",
