@@ -11,8 +11,8 @@ representations:
 - dpst models over the grid ``--models`` x ``--neighborhoods`` x ``--alphas`` x
   ``--penalty-latents`` x ``--seeds`` (alpha 0 is trained once per seed: the penalty's
   latent is moot there; ``--neighborhoods`` are the models' ``neighborhood`` settings),
-  ``--epochs`` epochs full batch (``--scvi-epochs`` for DPSCVI), the other settings
-  the library's defaults.
+  ``--epochs`` epochs full batch (``--scvi-epochs`` for DPSCVI; minibatches of
+  ``--batch-size`` where given), the other settings the library's defaults.
 
 Each trained latent is cached in ``--cache-dir`` (one npz per section, model, alpha,
 penalty latent, seed, epochs and min_counts, with its train time and peak memory), so a
@@ -41,7 +41,7 @@ preprocessed section) and ``latent``, optionally ``seconds`` and ``peak_mib``.
         [--data ../shared/data/dlpfc] [--sections 151673,151674] [--min-counts 100]
         [--models vae,scvi] [--neighborhoods none,reconstructed] [--alphas 0,100]
         [--penalty-latents sample,mean] [--seeds 0,1,2]
-        [--epochs 1000] [--scvi-epochs 500] [--fit-seeds 0,1,2,3,4] [--no-pca]
+        [--epochs 1000] [--scvi-epochs 500] [--batch-size 128] [--fit-seeds 0,1,2,3,4] [--no-pca]
         [--cache-dir /tmp/dpst_domains_cache] [--time-limit 75] [--out domains.tsv]
         [--fits-out fits.tsv] [--external "NAME=/tmp/peer_{section}.npz" ...] [--threads 1]
 """
@@ -171,7 +171,8 @@ def representation(model: str, alpha: float, latent: str, args, neighborhood: st
         name += f" {latent}"
     if neighborhood != "none":
         name += f" nbhd-{neighborhood}"
-    return f"{name} ({epochs} ep)"
+    batches = f", batch {args.batch_size}" if args.batch_size else ""
+    return f"{name} ({epochs} ep{batches})"
 
 
 def cache_path(
@@ -179,6 +180,8 @@ def cache_path(
 ) -> Path:
     epochs = args.scvi_epochs if model == "scvi" else args.epochs
     setting = "" if neighborhood == "none" else f"_n{neighborhood}"  # names of caches before the option kept
+    if args.batch_size:
+        setting += f"_b{args.batch_size}"
     name = f"{section}_{model}_a{alpha:g}_{latent}{setting}_s{seed}_e{epochs}_mc{args.min_counts}.npz"
     return Path(args.cache_dir) / name
 
@@ -199,7 +202,7 @@ def train(
     reset = reset_peak()
     start = time.perf_counter()
     trained = MODELS[model](adata, alpha=alpha, penalty_latent=latent, neighborhood=neighborhood, seed=seed)
-    trained.train(max_epochs=epochs, progress_bar=False, device="cpu")
+    trained.train(max_epochs=epochs, batch_size=args.batch_size, progress_bar=False, device="cpu")
     seconds = time.perf_counter() - start
     key = trained.write_results(key_added="_latent")
     codes = adata.obsm.pop(key)
@@ -345,6 +348,7 @@ def main():
     parser.add_argument("--seeds", default="0,1,2", help="training seeds")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--scvi-epochs", type=int, default=None, help="DPSCVI's epochs (default: --epochs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full batch)")
     parser.add_argument("--fit-seeds", default="0,1,2,3,4", help="seeds of each GMM / leiden fit")
     parser.add_argument("--no-pca", action="store_true")
     parser.add_argument("--cache-dir", default="/tmp/dpst_domains_cache")
