@@ -19,18 +19,15 @@ neighbours, matched to 7 labels), ``seconds`` (embedding only), ``peak_mib`` and
 ``n_genes``.
 """
 
-import argparse
-import re
 import time
 import warnings
-from pathlib import Path
 
-import anndata as ad
 import matplotlib
 
 matplotlib.use("Agg")  # pybanksy imports pyplot
 import numpy as np
 import scanpy as sc
+from _peer import parser, section_spots, write  # beside this script
 from banksy.cluster_methods import run_Leiden_partition
 from banksy.embed_banksy import generate_banksy_matrix
 from banksy.initialize_banksy import initialize_banksy
@@ -38,27 +35,16 @@ from banksy_utils.filter_utils import filter_hvg
 from banksy_utils.umap_pca import pca_umap
 
 warnings.filterwarnings("ignore")
-DEFAULT_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "dlpfc"
 COORDINATES = ("xcoord", "ycoord", "coord_xy")
 
 
-def peak_mib() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section")
-    parser.add_argument("out")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of dlpfc_<section>.h5ad")
-    parser.add_argument("--min-counts", type=int, default=100)
-    parser.add_argument("--lam", type=float, default=0.2, help="BANKSY's lambda (0.2: cell typing, 0.8: domains)")
-    parser.add_argument("--k-geom", type=int, default=6)
-    parser.add_argument("--hvgs", type=int, default=0, help="0: all the file's genes")
-    args = parser.parse_args()
-    raw = ad.read_h5ad(Path(args.data) / f"dlpfc_{args.section}.h5ad")
-    adata = raw[np.asarray(raw.X.sum(axis=1)).ravel() >= args.min_counts].copy()
+    arguments = parser(__doc__)
+    arguments.add_argument("--lam", type=float, default=0.2, help="BANKSY's lambda (0.2: cell typing, 0.8: domains)")
+    arguments.add_argument("--k-geom", type=int, default=6)
+    arguments.add_argument("--hvgs", type=int, default=0, help="0: all the file's genes")
+    args = arguments.parse_args()
+    adata = section_spots(args)
     start = time.perf_counter()
     adata.obsm["coord_xy"] = np.asarray(adata.obsm["spatial"], dtype=float)
     adata.obs["xcoord"], adata.obs["ycoord"] = adata.obsm["coord_xy"][:, 0], adata.obsm["coord_xy"][:, 1]
@@ -83,16 +69,8 @@ def main() -> None:
     partitions, _ = run_Leiden_partition(
         banksy, [], num_nn=50, num_iterations=-1, partition_seed=1234, match_labels=True, max_labels=7, verbose=False
     )
-    np.savez(
-        args.out,
-        obs_names=np.asarray(adata.obs_names, dtype=str),
-        latent=latent,
-        own_leiden=np.asarray(partitions["labels"].iloc[0].dense),
-        seconds=seconds,
-        peak_mib=peak_mib(),
-        n_genes=adata.n_vars,
-    )
-    print(f"{args.section}: {latent.shape[0]} spots, {adata.n_vars} genes, {seconds:.0f} s, peak {peak_mib():.0f} MiB")
+    own_leiden = np.asarray(partitions["labels"].iloc[0].dense)
+    write(args.out, adata, latent, seconds, own_leiden=own_leiden, n_genes=adata.n_vars)
 
 
 if __name__ == "__main__":
