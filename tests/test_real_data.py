@@ -62,6 +62,16 @@ def test_neighbouring_spots_are_100_um_apart(real_sections, name):
     assert calibration.spot_diameter_estimate == pytest.approx(calibration.um_per_pixel, rel=0.01)
 
 
+@pytest.fixture
+def real_pair(real_sections):
+    """Both sections by library id (their h5's, which names each uns["spatial"] entry), and a fresh concatenation.
+
+    Function-scoped: ``dpst.pp.preprocess`` works in place on the concatenation it is given.
+    """
+    by_library = {next(iter(adata.uns["spatial"])): adata for adata in real_sections.values()}
+    return by_library, anndata.concat(by_library, label="library_id", index_unique="-", uns_merge="unique")
+
+
 @pytest.fixture(scope="module")
 def preprocessed(real_sections):
     return {name: dpst.pp.preprocess(adata, copy=True) for name, adata in real_sections.items()}
@@ -158,11 +168,10 @@ def test_workflow_on_a_real_section_through_local(tmp_path):
         assert (workdir / "results/figures" / f"{figure}.png").stat().st_size > 10_000
 
 
-def test_two_real_sections_in_one_anndata(real_sections):
+def test_two_real_sections_in_one_anndata(real_pair):
     """Vis5A and Vis7B concatenated with a library_key: each calibrated, graphed and scored as if alone."""
     # library_key's values name each section's uns["spatial"] entry (the h5's library id here)
-    by_library = {next(iter(adata.uns["spatial"])): adata for adata in real_sections.values()}
-    both = anndata.concat(by_library, label="library_id", index_unique="-", uns_merge="unique")
+    by_library, both = real_pair
     adata = dpst.pp.preprocess(both, library_key="library_id")
     record = adata.uns["dpst_preprocess"]
     for name, section in by_library.items():
@@ -189,11 +198,10 @@ MIXING_TRAINING = {"max_epochs": 200, "kl_warmup_epochs": 200, "batch_size": 128
 
 
 @pytest.mark.slow
-def test_batch_key_mixes_two_real_sections_and_the_penalty_still_works_in_each(real_sections):
+def test_batch_key_mixes_two_real_sections_and_the_penalty_still_works_in_each(real_pair):
     """Issue 19 on the muscle pair: one DPSCVI of both sections, with and without the section as batch."""
     pytest.importorskip("scib_metrics")
-    by_library = {next(iter(adata.uns["spatial"])): adata for adata in real_sections.values()}
-    both = anndata.concat(by_library, label="library_id", index_unique="-", uns_merge="unique")
+    by_library, both = real_pair
     adata = dpst.pp.preprocess(both, library_key="library_id", n_top_genes=500)
     models = {
         "no batch": dpst.DPSCVI(adata, library_key="library_id", alpha=0.0, seed=0),
