@@ -43,8 +43,9 @@ def leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def save_forever(models, path):
+def save_forever(models, path, started):
     """A writer that overwrites ``path`` with the two models in turn until it is stopped."""
+    started.set()
     i = 0
     while True:
         models[i % 2].save(path, overwrite=True)
@@ -60,12 +61,22 @@ def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, tmp_pa
     rng = np.random.default_rng(int(stop))
     fork = multiprocessing.get_context("fork")
     for _ in range(TRIALS):
-        writer = fork.Process(target=save_forever, args=(models, path))
+        # signal the child only once it runs its target: a SIGINT during the child's start-up is
+        # lost (measured: every child interrupted right after start() ran on), and the orphan kept
+        # pytest's output open until CI's time limit
+        started = fork.Event()
+        writer = fork.Process(target=save_forever, args=(models, path, started))
         writer.start()
-        time.sleep(rng.uniform(0.01, 0.25))
-        os.kill(writer.pid, stop)
-        writer.join(10)
-        assert writer.exitcode is not None
+        try:
+            assert started.wait(60), "the writer did not start within 60 s"
+            time.sleep(rng.uniform(0.0, 0.25))
+            os.kill(writer.pid, stop)
+            writer.join(30)
+            assert writer.exitcode is not None, f"the writer did not stop within 30 s of {stop.name}"
+        finally:
+            if writer.exitcode is None:
+                writer.kill()
+                writer.join()
         loaded = dpst.DPVAE.load(path, adata, device="cpu")
         assert any(torch.equal(weights(loaded), version) for version in versions)
     models[1].save(path, overwrite=True)  # the next writer cleans up after the killed ones
