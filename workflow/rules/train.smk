@@ -67,6 +67,6 @@ rule train_joint:
     params:
         model=canonical(config["model"]),
         penalty=canonical(config["penalty"]),
-        train=canonical(config["train"]),
+        train=canonical({**config["train"], **config["joint_train"]}),
     script:
         "../scripts/train.py"
