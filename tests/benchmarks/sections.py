@@ -16,7 +16,9 @@ per section), so every representation reads the same genes:
   section as batch, ``SCVI.load_query_data`` + training on the query, layers transferred the same way.
 
 Each dpst model at each of ``--alphas`` (``penalty_latent`` ``--penalty-latent``,
-``neighborhood`` ``--neighborhood``), ``--epochs`` full-batch epochs, training seeds ``--seeds``.
+``neighborhood`` ``--neighborhood``), ``--epochs`` full-batch epochs, training seeds ``--seeds``;
+the joint model on minibatches of ``--joint-batch-size`` for ``--joint-epochs`` where given (one
+model mixes its sections only with many optimizer steps); ``--parts`` picks which runs.
 Printed per section: domain ARI of each section's own latent (GMM tied, 7 domains, fit seeds 0-4,
 ``dpst.tl.domains``) alone and in the joint model; for the query, the ARI of the transferred
 layers against its own annotation; the joint latents' mixing and conservation scores from
@@ -26,6 +28,7 @@ and train time: the joint run against the sum of the two single runs. Means (sd)
     OMP_NUM_THREADS=1 python tests/benchmarks/sections.py [--data ../shared/data/dlpfc]
         [--reference 151673] [--query 151674] [--epochs 1000] [--alphas 0,100]
         [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
+        [--joint-batch-size 128] [--joint-epochs 400] [--parts joint,alone,mapped]
         [--threads 1] [--out sections.tsv]
 """
 
@@ -88,13 +91,13 @@ def mixing(adata: ad.AnnData, codes: np.ndarray) -> dict:
     return scores
 
 
-def fit(adata: ad.AnnData, args, alpha: float, seed: int, **kwargs):
+def fit(adata: ad.AnnData, args, alpha: float, seed: int, epochs: int | None = None, batch_size=None, **kwargs):
     torch.set_num_threads(args.threads)  # scanpy may reset it
     start = time.perf_counter()
     model = dpst.DPVAE(
         adata, alpha=alpha, penalty_latent=args.penalty_latent, neighborhood=args.neighborhood, seed=seed, **kwargs
     )
-    model.train(max_epochs=args.epochs, progress_bar=False, device="cpu")
+    model.train(max_epochs=epochs or args.epochs, batch_size=batch_size, progress_bar=False, device="cpu")
     return model, time.perf_counter() - start
 
 
@@ -137,6 +140,9 @@ def main():
     parser.add_argument("--penalty-latent", default="mean")
     parser.add_argument("--neighborhood", default="none")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--joint-batch-size", type=int, help="minibatches of the joint model (default full batch)")
+    parser.add_argument("--joint-epochs", type=int, help="epochs of the joint model (default --epochs)")
+    parser.add_argument("--parts", default="joint,alone,mapped", help="which dpst runs: joint, alone, mapped")
     parser.add_argument("--no-pca", action="store_true", help="leave out joint PCA (e.g. in a second process)")
     parser.add_argument("--scvi-tools", action="store_true", help="also scvi-tools' SCVI with load_query_data")
     parser.add_argument("--threads", type=int, default=1)
@@ -157,6 +163,10 @@ def main():
     print(f"{both.n_obs} spots ({', '.join(f'{n}: {p.n_obs}' for n, p in parts.items())}) x {both.n_vars} genes")
     started = time.perf_counter()
     rows = []
+    run = set(domains.words(args.parts))
+    joint_training = (
+        f" ({args.joint_epochs or args.epochs} ep, batch {args.joint_batch_size})" if args.joint_batch_size else ""
+    )
     own = {name: (both.obs[SECTION] == name).to_numpy() for name in names}
     if not args.no_pca:
         pca = sc.pp.pca(both.X, n_comps=30, random_state=0)
@@ -174,26 +184,36 @@ def main():
     for seed in domains.ints(args.seeds):
         for alpha in domains.floats(args.alphas):
             label = f"a{alpha:g}"
-            alone = {name: fit(parts[name], args, alpha, seed) for name in names}
-            joint, joint_seconds = fit(both, args, alpha, seed, batch_key=SECTION)
-            codes = joint.get_latent_representation()
-            rows.append(
-                {
-                    "method": f"DPVAE joint {label}",
-                    "seed": seed,
-                    **{f"ARI_{name}": section_ari(parts[name], codes[own[name]]) for name in names},
-                    **mixing(both, codes),
-                    "train_s": joint_seconds,
-                    "train_s_alone_sum": sum(seconds for _, seconds in alone.values()),
-                }
-            )
-            rows.append(
-                {
-                    "method": f"DPVAE alone {label}",
-                    "seed": seed,
-                    **{f"ARI_{n}": section_ari(parts[n], m.get_latent_representation()) for n, (m, _) in alone.items()},
-                }
-            )
+            alone = {name: fit(parts[name], args, alpha, seed) for name in names} if "alone" in run else {}
+            if "joint" in run:
+                joint, joint_seconds = fit(
+                    both, args, alpha, seed, args.joint_epochs, args.joint_batch_size, batch_key=SECTION
+                )
+                codes = joint.get_latent_representation()
+                rows.append(
+                    {
+                        "method": f"DPVAE joint {label}{joint_training}",
+                        "seed": seed,
+                        **{f"ARI_{name}": section_ari(parts[name], codes[own[name]]) for name in names},
+                        **mixing(both, codes),
+                        "train_s": joint_seconds,
+                        "train_s_alone_sum": sum(seconds for _, seconds in alone.values()) if alone else np.nan,
+                    }
+                )
+            if alone:
+                rows.append(
+                    {
+                        "method": f"DPVAE alone {label}",
+                        "seed": seed,
+                        **{
+                            f"ARI_{n}": section_ari(parts[n], m.get_latent_representation())
+                            for n, (m, _) in alone.items()
+                        },
+                    }
+                )
+            if "mapped" not in run:
+                print(f"seed {seed} alpha {alpha:g} done [{(time.perf_counter() - started) / 60:.1f} min]", flush=True)
+                continue
             reference, _ = fit(parts[args.reference], args, alpha, seed, batch_key=SECTION)
             mapped, mapped_seconds = map_query(reference, parts[args.query], args, seed)
             rows.append(
