@@ -4,8 +4,8 @@ For each section in ``--data`` (the curated 10x Visium DLPFC files, labels in
 ``obs["domain"]``; skipped with a message when the folder is absent), preprocesses
 with ``dpst.pp.preprocess``'s defaults except ``min_counts`` (``--min-counts``; the
 files hold 5,000 genes, ~29% of each spot's counts, so the default 500 drops many
-spots: both settings' kept spots and Layer-1 spots are printed), then builds the
-representations:
+spots: both settings' kept spots and Layer-1 spots are printed) and ``n_top_genes``
+(``--n-top-genes``, default the library's 2,000), then builds the representations:
 
 - ``PCA 30``: scanpy's PCA (30 components) of the log-normalized highly variable genes;
 - dpst models over the grid ``--models`` x ``--neighborhoods`` x ``--alphas`` x
@@ -38,7 +38,7 @@ computed elsewhere, e.g. a peer run in its own environment by the scripts in
 preprocessed section) and ``latent``, optionally ``seconds`` and ``peak_mib``.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python tests/benchmarks/domains.py
-        [--data ../shared/data/dlpfc] [--sections 151673,151674] [--min-counts 100]
+        [--data ../shared/data/dlpfc] [--sections 151673,151674] [--min-counts 100] [--n-top-genes 2000]
         [--models vae,scvi] [--neighborhoods none,reconstructed] [--alphas 0,100]
         [--penalty-latents sample,mean] [--seeds 0,1,2]
         [--epochs 1000] [--scvi-epochs 500] [--batch-size 128] [--fit-seeds 0,1,2,3,4] [--no-pca]
@@ -142,7 +142,7 @@ def load_sections(args) -> dict[str, ad.AnnData]:
                 f"({100 * (kept & layer1).sum() / layer1.sum():5.1f}%)"
                 + ("  <- used" if threshold == args.min_counts else "  (library default)")
             )
-        adata = dpst.pp.preprocess(raw, min_counts=args.min_counts)
+        adata = dpst.pp.preprocess(raw, min_counts=args.min_counts, n_top_genes=args.n_top_genes)
         print(
             f"{name}: preprocessed {adata.n_obs} spots x {adata.n_vars} genes, "
             f"{adata.obs[TRUTH].notna().sum()} annotated, {adata.obs[TRUTH].nunique()} domains",
@@ -182,6 +182,8 @@ def cache_path(
     setting = "" if neighborhood == "none" else f"_n{neighborhood}"  # names of caches before the option kept
     if args.batch_size:
         setting += f"_b{args.batch_size}"
+    if args.n_top_genes != 2000:  # the library's default, unnamed in the caches before the option
+        setting += f"_g{args.n_top_genes}"
     name = f"{section}_{model}_a{alpha:g}_{latent}{setting}_s{seed}_e{epochs}_mc{args.min_counts}.npz"
     return Path(args.cache_dir) / name
 
@@ -341,6 +343,7 @@ def main():
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of dlpfc_<section>.h5ad")
     parser.add_argument("--sections", default="151673,151674")
     parser.add_argument("--min-counts", type=int, default=100, help="preprocess's min_counts (library default 500)")
+    parser.add_argument("--n-top-genes", type=int, default=2000, help="preprocess's highly variable genes")
     parser.add_argument("--models", default="vae", help="comma-separated: vae, scvi")
     parser.add_argument("--neighborhoods", default="none", help="comma-separated: none, encoder, reconstructed")
     parser.add_argument("--alphas", default="0,100")
