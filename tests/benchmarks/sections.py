@@ -91,13 +91,14 @@ def mixing(adata: ad.AnnData, codes: np.ndarray) -> dict:
     return scores
 
 
-def fit(adata: ad.AnnData, args, alpha: float, seed: int, epochs: int | None = None, batch_size=None, **kwargs):
+def fit(adata: ad.AnnData, args, alpha: float, seed: int, epochs=None, batch_size=None, kl_warmup=None, **kwargs):
     torch.set_num_threads(args.threads)  # scanpy may reset it
     start = time.perf_counter()
     model = dpst.DPVAE(
         adata, alpha=alpha, penalty_latent=args.penalty_latent, neighborhood=args.neighborhood, seed=seed, **kwargs
     )
-    model.train(max_epochs=epochs or args.epochs, batch_size=batch_size, progress_bar=False, device="cpu")
+    warmup = {} if kl_warmup is None else {"kl_warmup_epochs": kl_warmup}
+    model.train(max_epochs=epochs or args.epochs, batch_size=batch_size, progress_bar=False, device="cpu", **warmup)
     return model, time.perf_counter() - start
 
 
@@ -142,6 +143,9 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--joint-batch-size", type=int, help="minibatches of the joint model (default full batch)")
     parser.add_argument("--joint-epochs", type=int, help="epochs of the joint model (default --epochs)")
+    parser.add_argument(
+        "--joint-kl-warmup-epochs", type=int, help="KL warm-up of the joint model (default the library's)"
+    )
     parser.add_argument("--parts", default="joint,alone,mapped", help="which dpst runs: joint, alone, mapped")
     parser.add_argument("--no-pca", action="store_true", help="leave out joint PCA (e.g. in a second process)")
     parser.add_argument("--scvi-tools", action="store_true", help="also scvi-tools' SCVI with load_query_data")
@@ -167,6 +171,8 @@ def main():
     joint_training = (
         f" ({args.joint_epochs or args.epochs} ep, batch {args.joint_batch_size})" if args.joint_batch_size else ""
     )
+    if args.joint_kl_warmup_epochs is not None:
+        joint_training += f" KL warm-up {args.joint_kl_warmup_epochs}"
     own = {name: (both.obs[SECTION] == name).to_numpy() for name in names}
     if not args.no_pca:
         pca = sc.pp.pca(both.X, n_comps=30, random_state=0)
@@ -187,7 +193,14 @@ def main():
             alone = {name: fit(parts[name], args, alpha, seed) for name in names} if "alone" in run else {}
             if "joint" in run:
                 joint, joint_seconds = fit(
-                    both, args, alpha, seed, args.joint_epochs, args.joint_batch_size, batch_key=SECTION
+                    both,
+                    args,
+                    alpha,
+                    seed,
+                    args.joint_epochs,
+                    args.joint_batch_size,
+                    args.joint_kl_warmup_epochs,
+                    batch_key=SECTION,
                 )
                 codes = joint.get_latent_representation()
                 rows.append(
