@@ -242,6 +242,7 @@ def check_demo_joint_runs(workdir: Path) -> None:
     assert latent.n_obs == 500 and set(latent.obs["section"]) == {"S1", "S2"}
     log = (workdir / "logs/joint/train/both/vae/alpha100/seed0.log").read_text()
     assert sum(line.startswith("epoch ") for line in log.splitlines()) == 10
+    assert "epoch 200/200:" in log  # joint_train's epochs, not train's 500
 
     scores = pd.read_csv(results / "joint/scores.tsv", sep="\t")
     assert len(scores) == 2 * 2 * 2 and (scores["labels"] == "annotation").all()  # the simulated domains
