@@ -117,7 +117,7 @@ CONFIG_ERRORS = {
         {"sensitivty": {"alphas": [0, 1]}},
         "sensitivty: unknown key (known keys here: sections, download, preprocess, "
         "models, seeds, model, penalty, train, sensitivity, figure4, domains, joint, "
-        "published_sections, resources)",
+        "joint_train, published_sections, resources)",
     ),
     "unknown_nested_key": (
         {"train.epochs": 5},
