@@ -49,6 +49,7 @@ preprocessed section) and ``latent``, optionally ``seconds`` and ``peak_mib``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import resource
@@ -70,6 +71,7 @@ MODELS = {"vae": dpst.DPVAE, "scvi": dpst.DPSCVI}
 MODEL_NAMES = {"vae": "DPVAE", "scvi": "DPSCVI"}
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dlpfc"
 TRUTH = "domain"
+LIBRARY_N_TOP_GENES = inspect.signature(dpst.pp.preprocess).parameters["n_top_genes"].default
 # name: (method, covariance_type, refine)
 CLUSTERERS = {
     "GMM full": ("gmm", "full", False),
@@ -182,7 +184,7 @@ def cache_path(
     setting = "" if neighborhood == "none" else f"_n{neighborhood}"  # names of caches before the option kept
     if args.batch_size:
         setting += f"_b{args.batch_size}"
-    if args.n_top_genes != 2000:  # the library's default, unnamed in the caches before the option
+    if args.n_top_genes != LIBRARY_N_TOP_GENES:  # unnamed in the caches made before the option
         setting += f"_g{args.n_top_genes}"
     name = f"{section}_{model}_a{alpha:g}_{latent}{setting}_s{seed}_e{epochs}_mc{args.min_counts}.npz"
     return Path(args.cache_dir) / name
@@ -343,7 +345,9 @@ def main():
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of dlpfc_<section>.h5ad")
     parser.add_argument("--sections", default="151673,151674")
     parser.add_argument("--min-counts", type=int, default=100, help="preprocess's min_counts (library default 500)")
-    parser.add_argument("--n-top-genes", type=int, default=2000, help="preprocess's highly variable genes")
+    parser.add_argument(
+        "--n-top-genes", type=int, default=LIBRARY_N_TOP_GENES, help="preprocess's highly variable genes"
+    )
     parser.add_argument("--models", default="vae", help="comma-separated: vae, scvi")
     parser.add_argument("--neighborhoods", default="none", help="comma-separated: none, encoder, reconstructed")
     parser.add_argument("--alphas", default="0,100")

@@ -17,8 +17,9 @@ per section), so every representation reads the same genes:
 
 Each dpst model at each of ``--alphas`` (``penalty_latent`` ``--penalty-latent``,
 ``neighborhood`` ``--neighborhood``), ``--epochs`` full-batch epochs, training seeds ``--seeds``;
-the joint model on minibatches of ``--joint-batch-size`` for ``--joint-epochs`` where given (one
-model mixes its sections only with many optimizer steps); ``--parts`` picks which runs.
+the joint model on minibatches of ``--joint-batch-size`` for ``--joint-epochs`` with a KL warm-up
+of ``--joint-kl-warmup-epochs`` where given (one model mixes its sections only with many optimizer
+steps); ``--parts`` picks which runs.
 Printed per section: domain ARI of each section's own latent (GMM tied, 7 domains, fit seeds 0-4,
 ``dpst.tl.domains``) alone and in the joint model; for the query, the ARI of the transferred
 layers against its own annotation; the joint latents' mixing and conservation scores from
@@ -28,7 +29,8 @@ and train time: the joint run against the sum of the two single runs. Means (sd)
     OMP_NUM_THREADS=1 python tests/benchmarks/sections.py [--data ../shared/data/dlpfc]
         [--reference 151673] [--query 151674] [--epochs 1000] [--alphas 0,100]
         [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
-        [--joint-batch-size 128] [--joint-epochs 400] [--parts joint,alone,mapped]
+        [--joint-batch-size 128] [--joint-epochs 200] [--joint-kl-warmup-epochs 200]
+        [--parts joint,alone,mapped]
         [--threads 1] [--out sections.tsv]
 """
 
@@ -91,15 +93,25 @@ def mixing(adata: ad.AnnData, codes: np.ndarray) -> dict:
     return scores
 
 
-def fit(adata: ad.AnnData, args, alpha: float, seed: int, epochs=None, batch_size=None, kl_warmup=None, **kwargs):
+def fit(adata: ad.AnnData, args, alpha: float, seed: int, training: dict | None = None, **kwargs):
+    """A DPVAE trained ``--epochs`` full batch, or as ``training`` (arguments of ``train``) says, and its seconds."""
     torch.set_num_threads(args.threads)  # scanpy may reset it
     start = time.perf_counter()
     model = dpst.DPVAE(
         adata, alpha=alpha, penalty_latent=args.penalty_latent, neighborhood=args.neighborhood, seed=seed, **kwargs
     )
-    warmup = {} if kl_warmup is None else {"kl_warmup_epochs": kl_warmup}
-    model.train(max_epochs=epochs or args.epochs, batch_size=batch_size, progress_bar=False, device="cpu", **warmup)
+    model.train(**{"max_epochs": args.epochs, **(training or {})}, progress_bar=False, device="cpu")
     return model, time.perf_counter() - start
+
+
+def joint_training(args) -> dict:
+    """The ``train`` arguments the ``--joint-*`` options set (none: the joint model trains as the others)."""
+    given = {
+        "max_epochs": args.joint_epochs,
+        "batch_size": args.joint_batch_size,
+        "kl_warmup_epochs": args.joint_kl_warmup_epochs,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def map_query(reference_model, query: ad.AnnData, args, seed: int):
@@ -168,11 +180,8 @@ def main():
     started = time.perf_counter()
     rows = []
     run = set(domains.words(args.parts))
-    joint_training = (
-        f" ({args.joint_epochs or args.epochs} ep, batch {args.joint_batch_size})" if args.joint_batch_size else ""
-    )
-    if args.joint_kl_warmup_epochs is not None:
-        joint_training += f" KL warm-up {args.joint_kl_warmup_epochs}"
+    training = joint_training(args)
+    joint_label = "".join(f" {key} {value}" for key, value in training.items())
     own = {name: (both.obs[SECTION] == name).to_numpy() for name in names}
     if not args.no_pca:
         pca = sc.pp.pca(both.X, n_comps=30, random_state=0)
@@ -192,20 +201,11 @@ def main():
             label = f"a{alpha:g}"
             alone = {name: fit(parts[name], args, alpha, seed) for name in names} if "alone" in run else {}
             if "joint" in run:
-                joint, joint_seconds = fit(
-                    both,
-                    args,
-                    alpha,
-                    seed,
-                    args.joint_epochs,
-                    args.joint_batch_size,
-                    args.joint_kl_warmup_epochs,
-                    batch_key=SECTION,
-                )
+                joint, joint_seconds = fit(both, args, alpha, seed, training, batch_key=SECTION)
                 codes = joint.get_latent_representation()
                 rows.append(
                     {
-                        "method": f"DPVAE joint {label}{joint_training}",
+                        "method": f"DPVAE joint {label}{joint_label}",
                         "seed": seed,
                         **{f"ARI_{name}": section_ari(parts[name], codes[own[name]]) for name in names},
                         **mixing(both, codes),
@@ -224,25 +224,23 @@ def main():
                         },
                     }
                 )
-            if "mapped" not in run:
-                print(f"seed {seed} alpha {alpha:g} done [{(time.perf_counter() - started) / 60:.1f} min]", flush=True)
-                continue
-            reference, _ = fit(parts[args.reference], args, alpha, seed, batch_key=SECTION)
-            mapped, mapped_seconds = map_query(reference, parts[args.query], args, seed)
-            rows.append(
-                {
-                    "method": f"DPVAE mapped {label}",
-                    "seed": seed,
-                    "transfer_ARI": transfer_ari(
-                        parts[args.reference],
-                        parts[args.query],
-                        reference.get_latent_representation(),
-                        mapped.get_latent_representation(),
-                    ),
-                    f"ARI_{args.query}": section_ari(parts[args.query], mapped.get_latent_representation()),
-                    "train_s": mapped_seconds,
-                }
-            )
+            if "mapped" in run:
+                reference, _ = fit(parts[args.reference], args, alpha, seed, batch_key=SECTION)
+                mapped, mapped_seconds = map_query(reference, parts[args.query], args, seed)
+                rows.append(
+                    {
+                        "method": f"DPVAE mapped {label}",
+                        "seed": seed,
+                        "transfer_ARI": transfer_ari(
+                            parts[args.reference],
+                            parts[args.query],
+                            reference.get_latent_representation(),
+                            mapped.get_latent_representation(),
+                        ),
+                        f"ARI_{args.query}": section_ari(parts[args.query], mapped.get_latent_representation()),
+                        "train_s": mapped_seconds,
+                    }
+                )
             print(f"seed {seed} alpha {alpha:g} done [{(time.perf_counter() - started) / 60:.1f} min]", flush=True)
         if args.scvi_tools:
             ari, seconds = scvi_tools_transfer(parts[args.reference], parts[args.query], args, seed)
