@@ -31,7 +31,11 @@ and train time: the joint run against the sum of the two single runs. Means (sd)
         [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
         [--joint-batch-size 128] [--joint-epochs 200] [--joint-kl-warmup-epochs 200]
         [--parts joint,alone,mapped]
-        [--threads 1] [--out sections.tsv]
+        [--threads 1] [--out sections.tsv] [--latents-dir DIR]
+
+``--latents-dir`` keeps each joint latent as ``joint_a{alpha}_{section}_s{seed}.npz``, which
+``domains.py --external "joint=DIR/joint_a100_{section}_s{seed}.npz" --seeds 0,1,2`` scores
+with every clusterer, beside the peers (``peers/``, which can also stack sections).
 """
 
 from __future__ import annotations
@@ -91,6 +95,16 @@ def mixing(adata: ad.AnnData, codes: np.ndarray) -> dict:
     scores = dpst.metrics.integration_scores(codes, adata.obs[SECTION].to_numpy(), adata.obs[TRUTH].to_numpy())
     del scores["n_scored"]
     return scores
+
+
+def write_latents(folder: str, label: str, seed: int, both: ad.AnnData, codes: np.ndarray, own: dict) -> None:
+    """Each section's rows of ``codes`` as ``{label}_{section}_s{seed}.npz``, named by the section's own barcodes."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, rows in own.items():
+        barcodes = both.obs_names[rows].str.removesuffix(f"-{name}")
+        np.savez(
+            Path(folder) / f"{label}_{name}_s{seed}.npz", obs_names=np.asarray(barcodes, dtype=str), latent=codes[rows]
+        )
 
 
 def fit(adata: ad.AnnData, args, alpha: float, seed: int, training: dict | None = None, **kwargs):
@@ -163,6 +177,9 @@ def main():
     parser.add_argument("--scvi-tools", action="store_true", help="also scvi-tools' SCVI with load_query_data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="TSV of every run")
+    parser.add_argument(
+        "--latents-dir", help="also write each joint latent, one npz per section, for domains.py --external"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {_machine.machine()}, {args.threads} torch thread(s), dpst {dpst.__version__}")
@@ -203,6 +220,8 @@ def main():
             if "joint" in run:
                 joint, joint_seconds = fit(both, args, alpha, seed, training, batch_key=SECTION)
                 codes = joint.get_latent_representation()
+                if args.latents_dir:
+                    write_latents(args.latents_dir, f"joint_a{alpha:g}", seed, both, codes, own)
                 rows.append(
                     {
                         "method": f"DPVAE joint {label}{joint_label}",

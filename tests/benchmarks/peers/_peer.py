@@ -25,9 +25,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def section_spots(args: argparse.Namespace) -> ad.AnnData:
-    """The section's spots with at least ``--min-counts`` counts (``dpst.pp.preprocess``'s rule), all genes."""
-    raw = ad.read_h5ad(Path(args.data) / f"dlpfc_{args.section}.h5ad")
+def section_spots(args: argparse.Namespace, section: str | None = None) -> ad.AnnData:
+    """A section's spots (default ``args.section``) with at least ``--min-counts`` counts
+    (``dpst.pp.preprocess``'s rule), all genes."""
+    raw = ad.read_h5ad(Path(args.data) / f"dlpfc_{section or args.section}.h5ad")
     return raw[np.asarray(raw.X.sum(axis=1)).ravel() >= args.min_counts].copy()
 
 

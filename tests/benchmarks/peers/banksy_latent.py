@@ -17,6 +17,11 @@ no training seed: its representation is deterministic. The npz holds ``obs_names
 ``latent`` (the 20 components), ``own_leiden`` (BANKSY's own leiden partition on 50
 neighbours, matched to 7 labels), ``seconds`` (embedding only), ``peak_mib`` and
 ``n_genes``.
+
+Several sections, comma-separated (``151673,151674 /tmp/peer_banksy_joint_{section}.npz``),
+are stacked as BANKSY's multi-sample use does: each section's matrix from its own spots and
+neighbours, then one PCA of them all; one npz per section (no ``own_leiden``), so that
+``domains.py --external`` scores each section's rows of the shared components.
 """
 
 import time
@@ -33,19 +38,14 @@ from banksy.embed_banksy import generate_banksy_matrix
 from banksy.initialize_banksy import initialize_banksy
 from banksy_utils.filter_utils import filter_hvg
 from banksy_utils.umap_pca import pca_umap
+from sklearn.decomposition import PCA
 
 warnings.filterwarnings("ignore")
 COORDINATES = ("xcoord", "ycoord", "coord_xy")
 
 
-def main() -> None:
-    arguments = parser(__doc__)
-    arguments.add_argument("--lam", type=float, default=0.2, help="BANKSY's lambda (0.2: cell typing, 0.8: domains)")
-    arguments.add_argument("--k-geom", type=int, default=6)
-    arguments.add_argument("--hvgs", type=int, default=0, help="0: all the file's genes")
-    args = arguments.parse_args()
-    adata = section_spots(args)
-    start = time.perf_counter()
+def banksy_matrix(adata, args):
+    """pybanksy's tutorial up to the BANKSY matrix (own and neighbourhood expression, mixed at lambda)."""
     adata.obsm["coord_xy"] = np.asarray(adata.obsm["spatial"], dtype=float)
     adata.obs["xcoord"], adata.obs["ycoord"] = adata.obsm["coord_xy"][:, 0], adata.obsm["coord_xy"][:, 1]
     sc.pp.normalize_total(adata)
@@ -63,6 +63,39 @@ def main() -> None:
         plt_theta=False,
     )
     banksy, _ = generate_banksy_matrix(adata, banksy, [args.lam], 1, verbose=False)
+    return adata, banksy
+
+
+def stacked(args) -> None:
+    """Several sections: each one's BANKSY matrix (its own neighbours), one PCA of them all."""
+    names = args.section.split(",")
+    start = time.perf_counter()
+    built = [banksy_matrix(section_spots(args, name), args) for name in names]
+    matrices = [banksy["scaled_gaussian"][args.lam]["adata"].X for _, banksy in built]
+    dense = np.vstack([m.toarray() if hasattr(m, "toarray") else np.asarray(m) for m in matrices])
+    dense[np.isnan(dense)] = 0  # as pybanksy's pca_umap does
+    latent = PCA(n_components=20).fit_transform(dense)
+    seconds = time.perf_counter() - start
+    first = 0
+    for name, (adata, _) in zip(names, built, strict=True):
+        rows = latent[first : first + adata.n_obs]
+        first += adata.n_obs
+        write(args.out.replace("{section}", name), adata, rows, seconds, n_genes=adata.n_vars)
+
+
+def main() -> None:
+    arguments = parser(__doc__)
+    arguments.add_argument("--lam", type=float, default=0.2, help="BANKSY's lambda (0.2: cell typing, 0.8: domains)")
+    arguments.add_argument("--k-geom", type=int, default=6)
+    arguments.add_argument("--hvgs", type=int, default=0, help="0: all the file's genes")
+    args = arguments.parse_args()
+    if "," in args.section:
+        if "{section}" not in args.out:
+            arguments.error("several sections write one npz each: put {section} in OUT")
+        stacked(args)
+        return
+    start = time.perf_counter()
+    adata, banksy = banksy_matrix(section_spots(args), args)
     pca_umap(banksy, pca_dims=[20], add_umap=False, plt_remaining_var=False)
     seconds = time.perf_counter() - start
     latent = np.asarray(banksy["scaled_gaussian"][args.lam]["adata"].obsm["reduced_pc_20"])
