@@ -16,6 +16,7 @@ from dpst_study.domains import (
     cluster_run,
     collect_domains,
     domain_summary,
+    joint_section,
     read_annotation,
     summary_markdown,
     write_domains,
@@ -59,11 +60,12 @@ def test_a_run_is_clustered_once_per_fit_seed_and_scored():
         cluster_run(latent, truth.iloc[10:], "vae", SETTINGS)
 
 
-def scores_file(folder, section, model, alpha, seed, ari):
-    """A run's scores.tsv as the domains_run rule writes it, fit seeds 0 and 1."""
+def scores_file(folder, section, model, alpha, seed, ari, joint=None):
+    """A run's scores.tsv as the domains_run rule writes it, fit seeds 0 and 1 (``joint``: a joint run's group)."""
     table = pd.DataFrame(
         {
             "section": section,
+            **({} if joint is None else {"joint": joint}),
             "model": model,
             "alpha": alpha,
             "seed": seed,
@@ -81,9 +83,28 @@ def scores_file(folder, section, model, alpha, seed, ari):
             "n_spots": 110,
         }
     )
-    path = folder / f"{section}_{model}_{alpha}_{seed}.tsv"
+    path = folder / f"{section}_{joint}_{model}_{alpha}_{seed}.tsv"
     table.to_csv(path, sep="\t", index=False)
     return path
+
+
+def test_a_joint_run_is_clustered_on_one_sections_spots():
+    """A joint latent of two sections: one section's rows, with the group's annotation (NA -> NaN)."""
+    first, truth = layered_section(seed=0)
+    second, _ = layered_section(seed=1)
+    latent = ad.concat({"A": first, "B": second}, label="section", index_unique="-")
+    group_obs = pd.DataFrame(
+        {"section": latent.obs["section"], "annotation": pd.concat([truth, truth]).astype("string").to_numpy()},
+        index=latent.obs_names,
+    )
+    part, annotation = joint_section(latent, group_obs.sample(frac=1, random_state=0), "B")
+    assert part.n_obs == second.n_obs and (part.obs["section"] == "B").all()
+    assert annotation.index.equals(part.obs_names) and annotation.isna().sum() == 5
+    np.testing.assert_array_equal(part.obsm["X_dpvae"], second.obsm["X_dpvae"])
+    scores, _ = cluster_run(part, annotation, "vae", SETTINGS)
+    assert (scores["ARI"] == 1.0).all() and (scores["n_scored"] == second.n_obs - 5).all()
+    with pytest.raises(ValueError, match="no spot of section C"):
+        joint_section(latent, group_obs, "C")
 
 
 def test_the_table_and_summary_over_training_and_fit_seeds(tmp_path):
@@ -96,7 +117,8 @@ def test_the_table_and_summary_over_training_and_fit_seeds(tmp_path):
     ]
     table = collect_domains(paths)
     assert len(table) == 2 * 2 * 2 * 2 * 2
-    assert list(table.columns[:5]) == ["section", "model", "alpha", "seed", "fit_seed"]
+    assert list(table.columns[:6]) == ["section", "joint", "model", "alpha", "seed", "fit_seed"]
+    assert (table["joint"] == "").all()  # files without the column: the sections' own runs
     assert list(dict.fromkeys(table["section"])) == ["Z9", "A1"]
     assert list(table["model"].iloc[:16].unique()) == ["scvi", "vae"] and table["seed"].iloc[0] == 0
 
@@ -124,6 +146,25 @@ def test_the_table_and_summary_over_training_and_fit_seeds(tmp_path):
     assert outputs["markdown"].read_text() == markdown
     with pytest.raises(ValueError, match="no runs with alpha 0 or 5"):
         domain_summary(table[table["alpha"] > 0], alpha_on=5.0)
+
+
+def test_joint_runs_come_after_the_sections_own_in_the_table_and_summary(tmp_path):
+    paths = [
+        scores_file(tmp_path, "A1", "vae", alpha, seed, [0.3 + shift, 0.32 + shift], joint=joint)
+        for joint, shift in (("both", 0.1), ("", 0.0))  # a joint run's file first: order comes from the table
+        for alpha in (0.0, 100.0)
+        for seed in (0, 1)
+    ]
+    table = collect_domains(paths)
+    assert list(dict.fromkeys(table["joint"])) == ["", "both"]
+    summary = domain_summary(table, alpha_on=100.0)
+    assert list(summary["joint"]) == ["", "", "both", "both"]
+    assert summary["ARI_mean"].iloc[2] == pytest.approx(summary["ARI_mean"].iloc[0] + 0.1)
+    markdown = summary_markdown(summary, table)
+    assert "| A1        | VAE, joint (both) | none (α = 0) | 0.410 (0.012) |" in markdown
+    outputs = {key: tmp_path / name for key, name in (("table", "d.tsv"), ("summary", "s.csv"), ("markdown", "s.md"))}
+    write_domains(paths, 100.0, outputs)  # written and read back: the own runs' empty group stays ""
+    assert list(collect_domains([outputs["table"]])["joint"].unique()) == ["", "both"]
 
 
 def test_domains_are_matched_to_labels_one_to_one():

@@ -256,6 +256,12 @@ def check_demo_joint_runs(workdir: Path) -> None:
     assert (results / "joint/both.png").stat().st_size > 50_000
     assert (results / "joint/both.pdf").stat().st_size > 10_000
 
+    # the annotated S1's domains: its own runs, then the joint model's on S1's spots
+    domains = pd.read_csv(results / "domains/domains_summary.csv", keep_default_na=False)
+    assert list(domains["joint"]) == [""] * 4 + ["both"] * 4 and (domains["section"] == "S1").all()
+    assert domains["ARI_mean"].astype(float).between(-0.2, 1).all() and (domains["n_seeds"] == 2).all()
+    assert "| S1        | VAE, joint (both)" in (results / "domains/domains_summary.md").read_text()
+
     table, note = read_html_table(results / "table1/table1.html")
     assert list(table["method"][:4]) == ["VAE", "VAE, joint (both)", "scVI", "scVI, joint (both)"]
     assert "joint (group)" in note and "groups: both" in note

@@ -3,8 +3,10 @@
 Each run of Table 1 on a section with an annotation (``domain_key``) is
 clustered with :func:`dpst.tl.domains` once per fit seed and scored with
 :func:`dpst.tl.domain_scores` (ARI and NMI on the annotated spots, CHAOS and PAS
-on all). The summary gives mean and sd over training seeds x fit seeds, with
-(``penalty.alpha``) and without (alpha 0) the penalty.
+on all). So is each joint run (``joint`` groups), once per annotated section of
+its group, on that section's spots of the joint latent: its rows carry the group
+in ``joint``, beside the section's own runs. The summary gives mean and sd over
+training seeds x fit seeds, with (``penalty.alpha``) and without (alpha 0) the penalty.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import dpst
 from dpst._files import atomic_path
 
 from .runs import latent_key
-from .tables import GROUP_OFF, GROUP_ON, MISSING_CELL, MODEL_LABEL, format_cell, model_order
+from .sections import ANNOTATION_KEY, SECTION_KEY
+from .tables import GROUP_OFF, GROUP_ON, JOINT, MISSING_CELL, format_cell, method_label, model_order
 
 RUN_KEYS = ("section", "model", "alpha", "seed")
 SCORES = ("ARI", "NMI", "CHAOS", "PAS")
@@ -67,6 +70,42 @@ def read_annotation(path: str | PathLike, domain_key: str) -> pd.Series:
             "set the section's domain_key to the column of the annotation"
         )
     return obs[domain_key]
+
+
+def joint_section(latent: ad.AnnData, group_obs: pd.DataFrame, section: str) -> tuple[ad.AnnData, pd.Series]:
+    """One section's spots of a joint run's latent, and their annotation.
+
+    Parameters
+    ----------
+    latent
+        The joint run's latent.h5ad (sections in ``obs["section"]``).
+    group_obs
+        The preprocessed group's ``obs`` (:func:`dpst_study.joint.read_group_obs`),
+        the annotation in its ``annotation`` column.
+    section
+        The section to take.
+
+    Returns
+    -------
+    latent : anndata.AnnData
+        The section's rows.
+    annotation : pandas.Series
+        Their annotation, indexed by spot; NaN where unannotated.
+
+    Raises
+    ------
+    ValueError
+        The run has no spot of ``section``.
+    """
+    rows = (latent.obs[SECTION_KEY].astype(str) == section).to_numpy()
+    if not rows.any():
+        raise ValueError(
+            f"the joint run has no spot of section {section} (its sections: "
+            f"{', '.join(map(str, latent.obs[SECTION_KEY].unique()))})"
+        )
+    part = latent[rows].copy()
+    annotation = group_obs[ANNOTATION_KEY].reindex(part.obs_names).astype(object)
+    return part, annotation.where(annotation.notna(), np.nan)
 
 
 def cluster_run(
@@ -156,7 +195,8 @@ def collect_domains(paths: Iterable[str | PathLike]) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Sorted by section (in order of appearance), model, alpha, seed and fit seed.
+        Sorted by section (in order of appearance), joint group (``""`` for the
+        section's own runs, first), model, alpha, seed and fit seed.
 
     Raises
     ------
@@ -167,12 +207,15 @@ def collect_domains(paths: Iterable[str | PathLike]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no runs' domain scores to collect")
     table = pd.concat(frames, ignore_index=True)
-    first = [*RUN_KEYS, "fit_seed"]
+    # a section's own runs have no group: "" (also what a written TSV's empty cell reads back as)
+    table[JOINT] = table[JOINT].fillna("").astype(str) if JOINT in table else ""
+    first = ["section", JOINT, *RUN_KEYS[1:], "fit_seed"]
     table = table[first + [c for c in table.columns if c not in first]]
-    sections = list(dict.fromkeys(table["section"]))
-    table["_section"] = table["section"].map(sections.index)
-    table = table.sort_values(["_section", *first[1:]], kind="stable").drop(columns="_section")
-    return table.reset_index(drop=True)
+    order = {column: list(dict.fromkeys(table[column])) for column in ("section", JOINT)}
+    order[JOINT] = sorted(order[JOINT], key=bool)  # own runs first, then the groups as they came
+    keys = {f"_{column}": table[column].map(levels.index) for column, levels in order.items()}
+    table = table.assign(**keys).sort_values(["_section", f"_{JOINT}", *first[2:]], kind="stable")
+    return table.drop(columns=list(keys)).reset_index(drop=True)
 
 
 def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
@@ -188,8 +231,8 @@ def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per section, model and group (``"Distorted"``: alpha 0, then
-        ``"Distance Preserving"``): ``alpha``, ``n_seeds``, ``n_fits``, and
+        One row per section, joint group (``""``: the section's own runs, first), model
+        and group (``"Distorted"``: alpha 0, then ``"Distance Preserving"``): ``alpha``, ``n_seeds``, ``n_fits``, and
         ``{score}_mean`` and ``{score}_sd`` for ARI, NMI, CHAOS and PAS (sd NaN for a single value).
 
     Raises
@@ -205,7 +248,9 @@ def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
     if not (off | on).any():
         raise ValueError(f"no runs with alpha 0 or {alpha_on:g}; alphas present: {sorted(set(alpha.tolist()))}")
     selected = table.loc[off | on].assign(group=np.where(off[off | on], GROUP_OFF, GROUP_ON))
-    stats = selected.groupby(["section", "model", "group"], sort=False).agg(
+    if JOINT not in selected:
+        selected = selected.assign(**{JOINT: ""})
+    stats = selected.groupby(["section", JOINT, "model", "group"], sort=False).agg(
         alpha=("alpha", "first"),
         n_seeds=("seed", "nunique"),
         n_fits=("fit_seed", "nunique"),
@@ -214,6 +259,7 @@ def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
     stats = stats.reset_index()
     order = {
         "section": list(dict.fromkeys(table["section"])),
+        JOINT: sorted(dict.fromkeys(selected[JOINT]), key=bool),
         "model": model_order(selected),
         "group": [GROUP_OFF, GROUP_ON],
     }
@@ -264,7 +310,7 @@ def summary_markdown(summary: pd.DataFrame, table: pd.DataFrame | None = None, d
         rows.append(
             {
                 "section": row["section"],
-                "backbone": MODEL_LABEL.get(row["model"], row["model"]),
+                "backbone": method_label(row["model"], row.get(JOINT, "")),
                 "penalty": penalty,
                 **cells,
                 "seeds × fits": runs,

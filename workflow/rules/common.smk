@@ -313,14 +313,44 @@ def domain_figure_inputs(wildcards):
     }
 
 
+def domain_joint_runs():
+    """Each joint run with each annotated section of its group:
+    (group, section, model, alpha, seed)."""
+    return [
+        (group, section, model, alpha, seed)
+        for group, model, alpha, seed in joint_runs()
+        for section in JOINT[group]
+        if section in DOMAIN_SECTIONS
+    ]
+
+
+def domain_joint_run_dir(group, section, model, alpha, seed):
+    run = f"{model}/alpha{alpha_label(alpha)}/seed{seed}"
+    return f"results/domains/joint/{group}/{section}/{run}"
+
+
+def domain_joint_run_inputs(wildcards):
+    section = annotated_section(wildcards.section)  # stops, naming the key, if not
+    run = joint_run_dir(
+        wildcards.group, wildcards.model, wildcards.alpha, wildcards.seed
+    )
+    return {
+        "latent": f"{run}/latent.h5ad",
+        "group": f"results/joint/preprocessed/{wildcards.group}.h5ad",
+    }
+
+
 def domain_scores_files(wildcards):
-    """The scores of every run the domains table collects."""
+    """The scores of every run the domains table collects: each annotated section's
+    own runs, and the joint runs on it."""
     if not DOMAIN_SECTIONS:
         stop(
             "no section has a domain_key, so there are no domains to collect "
             "(sections.<name>.domain_key and n_domains)"
         )
-    return [f"{domain_run_dir(*run)}/scores.tsv" for run in domain_runs()]
+    return [f"{domain_run_dir(*run)}/scores.tsv" for run in domain_runs()] + [
+        f"{domain_joint_run_dir(*run)}/scores.tsv" for run in domain_joint_runs()
+    ]
 
 
 def domain_outputs():

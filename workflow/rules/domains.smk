@@ -1,7 +1,9 @@
 # Stage 5b: spatial domains of the sections with an annotation (domain_key and
 # n_domains). Each run of Table 1 is clustered once per domains.fit_seeds and
-# scored against the annotation; one table and summary for all, one figure per
-# section. Without a domain_key in any section, nothing here is asked for.
+# scored against the annotation, and so is each joint run on each annotated
+# section of its group (that section's spots of the joint latent); one table and
+# summary for all, one figure per section. Without a domain_key in any section,
+# nothing here is asked for.
 
 
 rule domains_run:
@@ -15,6 +17,30 @@ rule domains_run:
     benchmark:
         "benchmarks/domains/{section}/{model}/alpha{alpha}/seed{seed}.tsv"
     wildcard_constraints:
+        model="vae|scvi",
+        alpha=r"[0-9.e+-]+",
+        seed=r"\d+",
+    conda:
+        "../../envs/dpst.yaml"
+    threads: 1
+    params:
+        settings=lambda wc: domain_settings(wc.section),
+    script:
+        "../scripts/domains_run.py"
+
+
+rule domains_joint_run:
+    input:
+        unpack(domain_joint_run_inputs),
+    output:
+        scores="results/domains/joint/{group}/{section}/{model}/alpha{alpha}/seed{seed}/scores.tsv",
+        labels="results/domains/joint/{group}/{section}/{model}/alpha{alpha}/seed{seed}/labels.tsv",
+    log:
+        "logs/domains/joint/{group}/{section}/{model}/alpha{alpha}/seed{seed}.log",
+    benchmark:
+        "benchmarks/domains/joint/{group}/{section}/{model}/alpha{alpha}/seed{seed}.tsv"
+    wildcard_constraints:
+        group="[A-Za-z0-9_-]+",
         model="vae|scvi",
         alpha=r"[0-9.e+-]+",
         seed=r"\d+",
