@@ -1,6 +1,9 @@
 """Nothing lost: saves killed at random moments, writers in parallel, settings JSON cannot hold.
 
-Each writer runs in a forked child (the parent has imported torch once), which is
+Each writer runs in a child forked from a forkserver (a fresh, single-threaded process
+that has imported torch and dpst once), not from pytest's own process: a fork of a
+process that has run multithreaded work can inherit a lock held by another thread, and
+one such child once ignored SIGINT for 30 s. The writer is
 killed with SIGKILL or interrupted with SIGINT at a random moment while it
 overwrites a saved model again and again. Whatever the moment, the folder must
 load afterwards as one complete version, the old or the new, and the next save
@@ -25,13 +28,33 @@ QUICK = {"max_epochs": 2, "kl_warmup_epochs": 1, "progress_bar": False, "device"
 TRIALS = 12  # per signal; each trial is a fork and a few saves (~0.3 s)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fault tests fork their writers")
+WRITERS = multiprocessing.get_context("forkserver")
+WRITERS.set_forkserver_preload(["torch", "dpst"])
+
+
+def small_section():
+    adata = dpst.sim.simulate_section(n_spots=60, n_genes=40, seed=1)
+    return dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=30)
 
 
 @pytest.fixture(scope="module")
 def two_models():
-    adata = dpst.sim.simulate_section(n_spots=60, n_genes=40, seed=1)
-    adata = dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=30)
+    adata = small_section()
     return adata, [dpst.DPVAE(adata, n_neighbors=6, seed=seed).train(**QUICK) for seed in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def saved_models(two_models, tmp_path_factory):
+    """The two models saved once, for writers to load (a child gets paths, not pickled models)."""
+    folder = tmp_path_factory.mktemp("sources")
+    for i, model in enumerate(two_models[1]):
+        model.save(folder / f"model{i}")
+    return [folder / "model0", folder / "model1"]
+
+
+def load_models(sources):
+    adata = small_section()
+    return [dpst.DPVAE.load(source, adata, device="cpu") for source in sources]
 
 
 def weights(model) -> torch.Tensor:
@@ -43,8 +66,9 @@ def leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def save_forever(models, path, started):
+def save_forever(sources, path, started):
     """A writer that overwrites ``path`` with the two models in turn until it is stopped."""
+    models = load_models(sources)
     started.set()
     i = 0
     while True:
@@ -53,19 +77,18 @@ def save_forever(models, path, started):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, tmp_path, stop):
+def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, saved_models, tmp_path, stop):
     adata, models = two_models
     path = tmp_path / "model"
     models[0].save(path)
     versions = [weights(model) for model in models]
     rng = np.random.default_rng(int(stop))
-    fork = multiprocessing.get_context("fork")
     for _ in range(TRIALS):
         # signal the child only once it runs its target: a SIGINT during the child's start-up is
         # lost (measured: every child interrupted right after start() ran on), and the orphan kept
         # pytest's output open until CI's time limit
-        started = fork.Event()
-        writer = fork.Process(target=save_forever, args=(models, path, started))
+        started = WRITERS.Event()
+        writer = WRITERS.Process(target=save_forever, args=(saved_models, path, started))
         writer.start()
         try:
             assert started.wait(60), "the writer did not start within 60 s"
@@ -84,16 +107,16 @@ def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, tmp_pa
     assert torch.equal(weights(dpst.DPVAE.load(path, adata, device="cpu")), versions[1])
 
 
-def save_n_times(model, path, n):
+def save_n_times(sources, which, path, n):
+    model = load_models(sources)[which]
     for _ in range(n):
         model.save(path, overwrite=True)
 
 
-def test_writers_in_parallel_take_turns(two_models, tmp_path):
+def test_writers_in_parallel_take_turns(two_models, saved_models, tmp_path):
     adata, models = two_models
     path = tmp_path / "model"
-    fork = multiprocessing.get_context("fork")
-    writers = [fork.Process(target=save_n_times, args=(model, path, 15)) for model in models]
+    writers = [WRITERS.Process(target=save_n_times, args=(saved_models, i, path, 15)) for i in range(2)]
     for writer in writers:
         writer.start()
     for writer in writers:
