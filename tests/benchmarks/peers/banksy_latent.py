@@ -19,8 +19,9 @@ neighbours, matched to 7 labels), ``seconds`` (embedding only), ``peak_mib`` and
 ``n_genes``.
 
 Several sections, comma-separated (``151673,151674 /tmp/peer_banksy_joint_{section}.npz``),
-are stacked as BANKSY's multi-sample use does: each section's matrix from its own spots and
-neighbours, then one PCA of them all; one npz per section (no ``own_leiden``), so that
+are stacked as BANKSY's multi-sample use does: on the genes they share (the two DLPFC files
+share 2,340 of their 5,000), each section's matrix from its own spots and neighbours, then
+one PCA of them all; one npz per section (no ``own_leiden``), so that
 ``domains.py --external`` scores each section's rows of the shared components.
 """
 
@@ -70,11 +71,18 @@ def stacked(args) -> None:
     """Several sections: each one's BANKSY matrix (its own neighbours), one PCA of them all."""
     names = args.section.split(",")
     start = time.perf_counter()
-    built = [banksy_matrix(section_spots(args, name), args) for name in names]
+    spots = [section_spots(args, name) for name in names]
+    shared = spots[0].var_names
+    for adata in spots[1:]:
+        shared = shared.intersection(adata.var_names, sort=False)
+    print(f"{len(shared)} genes shared by {', '.join(names)}")
+    built = [banksy_matrix(adata[:, shared].copy(), args) for adata in spots]
+    if any(not adata.var_names.equals(built[0][0].var_names) for adata, _ in built):
+        raise SystemExit("the sections' genes differ after --hvgs: their matrices cannot be stacked")
     matrices = [banksy["scaled_gaussian"][args.lam]["adata"].X for _, banksy in built]
     dense = np.vstack([m.toarray() if hasattr(m, "toarray") else np.asarray(m) for m in matrices])
     dense[np.isnan(dense)] = 0  # as pybanksy's pca_umap does
-    latent = PCA(n_components=20).fit_transform(dense)
+    latent = PCA(n_components=20, random_state=0).fit_transform(dense)  # pybanksy leaves its PCA unseeded
     seconds = time.perf_counter() - start
     first = 0
     for name, (adata, _) in zip(names, built, strict=True):
