@@ -32,28 +32,23 @@ WRITERS = multiprocessing.get_context("forkserver")
 WRITERS.set_forkserver_preload(["torch", "dpst"])
 
 
-def small_section():
-    adata = dpst.sim.simulate_section(n_spots=60, n_genes=40, seed=1)
-    return dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=30)
-
-
 @pytest.fixture(scope="module")
 def two_models():
-    adata = small_section()
+    adata = dpst.sim.simulate_section(n_spots=60, n_genes=40, seed=1)
+    adata = dpst.pp.preprocess(adata, min_counts=10, min_cells=3, n_top_genes=30)
     return adata, [dpst.DPVAE(adata, n_neighbors=6, seed=seed).train(**QUICK) for seed in (0, 1)]
 
 
 @pytest.fixture(scope="module")
 def saved_models(two_models, tmp_path_factory):
-    """The two models saved once, for writers to load (a child gets paths, not pickled models)."""
+    """The two models saved once, for writers to load (a child gets paths and the spots, not pickled models)."""
     folder = tmp_path_factory.mktemp("sources")
     for i, model in enumerate(two_models[1]):
         model.save(folder / f"model{i}")
     return [folder / "model0", folder / "model1"]
 
 
-def load_models(sources):
-    adata = small_section()
+def load_models(sources, adata):
     return [dpst.DPVAE.load(source, adata, device="cpu") for source in sources]
 
 
@@ -66,9 +61,9 @@ def leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def save_forever(sources, path, started):
+def save_forever(sources, adata, path, started):
     """A writer that overwrites ``path`` with the two models in turn until it is stopped."""
-    models = load_models(sources)
+    models = load_models(sources, adata)
     started.set()
     i = 0
     while True:
@@ -88,7 +83,7 @@ def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, saved_
         # lost (measured: every child interrupted right after start() ran on), and the orphan kept
         # pytest's output open until CI's time limit
         started = WRITERS.Event()
-        writer = WRITERS.Process(target=save_forever, args=(saved_models, path, started))
+        writer = WRITERS.Process(target=save_forever, args=(saved_models, adata, path, started))
         writer.start()
         try:
             assert started.wait(60), "the writer did not start within 60 s"
@@ -107,8 +102,8 @@ def test_a_save_stopped_at_any_moment_leaves_a_complete_model(two_models, saved_
     assert torch.equal(weights(dpst.DPVAE.load(path, adata, device="cpu")), versions[1])
 
 
-def save_n_times(sources, which, path, n):
-    model = load_models(sources)[which]
+def save_n_times(sources, adata, which, path, n):
+    model = load_models(sources, adata)[which]
     for _ in range(n):
         model.save(path, overwrite=True)
 
@@ -116,7 +111,7 @@ def save_n_times(sources, which, path, n):
 def test_writers_in_parallel_take_turns(two_models, saved_models, tmp_path):
     adata, models = two_models
     path = tmp_path / "model"
-    writers = [WRITERS.Process(target=save_n_times, args=(saved_models, i, path, 15)) for i in range(2)]
+    writers = [WRITERS.Process(target=save_n_times, args=(saved_models, adata, i, path, 15)) for i in range(2)]
     for writer in writers:
         writer.start()
     for writer in writers:

@@ -184,6 +184,16 @@ def cluster_run(
     return table, pd.DataFrame(labels, index=latent.obs_names).rename_axis("spot")
 
 
+def _with_groups(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with its ``joint`` column filled, and the groups in order (own runs first).
+
+    ``""`` marks a section's own run (also what a written TSV's empty cell reads back as);
+    the groups follow as they came.
+    """
+    groups = table[JOINT].fillna("").astype(str) if JOINT in table else pd.Series("", index=table.index)
+    return table.assign(**{JOINT: groups}), sorted(dict.fromkeys(groups), key=bool)
+
+
 def collect_domains(paths: Iterable[str | PathLike]) -> pd.DataFrame:
     """Per-run scores.tsv files -> one row per section, model, alpha, seed and fit seed.
 
@@ -207,12 +217,10 @@ def collect_domains(paths: Iterable[str | PathLike]) -> pd.DataFrame:
     if not frames:
         raise ValueError("no runs' domain scores to collect")
     table = pd.concat(frames, ignore_index=True)
-    # a section's own runs have no group: "" (also what a written TSV's empty cell reads back as)
-    table[JOINT] = table[JOINT].fillna("").astype(str) if JOINT in table else ""
+    table, groups = _with_groups(table)
     first = ["section", JOINT, *RUN_KEYS[1:], "fit_seed"]
     table = table[first + [c for c in table.columns if c not in first]]
-    order = {column: list(dict.fromkeys(table[column])) for column in ("section", JOINT)}
-    order[JOINT] = sorted(order[JOINT], key=bool)  # own runs first, then the groups as they came
+    order = {"section": list(dict.fromkeys(table["section"])), JOINT: groups}
     keys = {f"_{column}": table[column].map(levels.index) for column, levels in order.items()}
     table = table.assign(**keys).sort_values(["_section", f"_{JOINT}", *first[2:]], kind="stable")
     return table.drop(columns=list(keys)).reset_index(drop=True)
@@ -248,8 +256,7 @@ def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
     if not (off | on).any():
         raise ValueError(f"no runs with alpha 0 or {alpha_on:g}; alphas present: {sorted(set(alpha.tolist()))}")
     selected = table.loc[off | on].assign(group=np.where(off[off | on], GROUP_OFF, GROUP_ON))
-    if JOINT not in selected:
-        selected = selected.assign(**{JOINT: ""})
+    selected, groups = _with_groups(selected)
     stats = selected.groupby(["section", JOINT, "model", "group"], sort=False).agg(
         alpha=("alpha", "first"),
         n_seeds=("seed", "nunique"),
@@ -259,7 +266,7 @@ def domain_summary(table: pd.DataFrame, alpha_on: float) -> pd.DataFrame:
     stats = stats.reset_index()
     order = {
         "section": list(dict.fromkeys(table["section"])),
-        JOINT: sorted(dict.fromkeys(selected[JOINT]), key=bool),
+        JOINT: groups,
         "model": model_order(selected),
         "group": [GROUP_OFF, GROUP_ON],
     }

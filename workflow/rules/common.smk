@@ -330,7 +330,7 @@ def domain_joint_run_dir(group, section, model, alpha, seed):
 
 
 def domain_joint_run_inputs(wildcards):
-    section = annotated_section(wildcards.section)  # stops, naming the key, if not
+    annotated_section(wildcards.section)  # stops, naming the key, if not
     run = joint_run_dir(
         wildcards.group, wildcards.model, wildcards.alpha, wildcards.seed
     )
