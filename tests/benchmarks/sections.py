@@ -5,10 +5,10 @@ On the two shared DLPFC sections (adjacent sections of one donor, 7 manual layer
 (``dpst.pp.preprocess`` with ``library_key``, ``min_counts`` 100, highly variable genes chosen
 per section), so every representation reads the same genes:
 
-- **alone**: DPVAE on each section by itself;
-- **joint**: one DPVAE on both, ``batch_key`` the section (the penalty within sections);
-- **mapped**: a DPVAE reference on ``--reference`` (with ``batch_key``), the other section mapped
-  onto it with ``DPVAE.load_query_data`` (scArches-style: only its batch columns train), and the
+- **alone**: the dpst model (``--model``: DPVAE or DPSCVI) on each section by itself;
+- **joint**: one model of both, ``batch_key`` the section (the penalty within sections);
+- **mapped**: a reference model of ``--reference`` (with ``batch_key``), the other section mapped
+  onto it with ``load_query_data`` (scArches-style: only its batch columns train), and the
   reference's layers carried over with ``dpst.tl.transfer_labels`` (kNN 15 in the latent);
 - **joint PCA**: 30 principal components of both sections' log-expression, layers transferred
   the same way;
@@ -27,14 +27,14 @@ scib-metrics (iLISI and cLISI on a 90-NN graph, silhouette of the layers and of 
 and train time: the joint run against the sum of the two single runs. Means (sd) over seeds.
 
     OMP_NUM_THREADS=1 python tests/benchmarks/sections.py [--data ../shared/data/dlpfc]
-        [--reference 151673] [--query 151674] [--epochs 1000] [--alphas 0,100]
+        [--reference 151673] [--query 151674] [--model vae] [--epochs 1000] [--alphas 0,100]
         [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
         [--joint-batch-size 128] [--joint-epochs 200] [--joint-kl-warmup-epochs 200]
         [--parts joint,alone,mapped]
         [--threads 1] [--out sections.tsv] [--latents-dir DIR]
 
-``--latents-dir`` keeps each joint latent as ``joint_a{alpha}_{section}_s{seed}.npz``, which
-``domains.py --external "joint=DIR/joint_a100_{section}_s{seed}.npz" --seeds 0,1,2`` scores
+``--latents-dir`` keeps each joint latent as ``joint_{model}_a{alpha}_{section}_s{seed}.npz``, which
+``domains.py --external "joint=DIR/joint_vae_a100_{section}_s{seed}.npz" --seeds 0,1,2`` scores
 with every clusterer, beside the peers (``peers/``, which can also stack sections).
 """
 
@@ -108,10 +108,10 @@ def write_latents(folder: str, label: str, seed: int, both: ad.AnnData, codes: n
 
 
 def fit(adata: ad.AnnData, args, alpha: float, seed: int, training: dict | None = None, **kwargs):
-    """A DPVAE trained ``--epochs`` full batch, or as ``training`` (arguments of ``train``) says, and its seconds."""
+    """A ``--model`` trained ``--epochs`` full batch, or as ``training`` (arguments of ``train``) says, and its seconds."""
     torch.set_num_threads(args.threads)  # scanpy may reset it
     start = time.perf_counter()
-    model = dpst.DPVAE(
+    model = domains.MODELS[args.model](
         adata, alpha=alpha, penalty_latent=args.penalty_latent, neighborhood=args.neighborhood, seed=seed, **kwargs
     )
     model.train(**{"max_epochs": args.epochs, **(training or {})}, progress_bar=False, device="cpu")
@@ -131,7 +131,7 @@ def joint_training(args) -> dict:
 def map_query(reference_model, query: ad.AnnData, args, seed: int):
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = dpst.DPVAE.load_query_data(query, reference_model, seed=seed)
+    model = domains.MODELS[args.model].load_query_data(query, reference_model, seed=seed)
     model.train(max_epochs=args.epochs, progress_bar=False, device="cpu")
     return model, time.perf_counter() - start
 
@@ -161,6 +161,7 @@ def main():
     parser.add_argument("--reference", default="151673")
     parser.add_argument("--query", default="151674")
     parser.add_argument("--min-counts", type=int, default=100)
+    parser.add_argument("--model", choices=sorted(domains.MODELS), default="vae", help="the dpst model: vae or scvi")
     parser.add_argument("--epochs", type=int, default=1000)
     parser.add_argument("--scvi-epochs", type=int, default=400, help="scvi-tools' epochs (its default for ~7k cells)")
     parser.add_argument("--alphas", default="0,100")
@@ -198,6 +199,7 @@ def main():
     rows = []
     run = set(domains.words(args.parts))
     training = joint_training(args)
+    model_name = domains.MODEL_NAMES[args.model]
     joint_label = "".join(f" {key} {value}" for key, value in training.items())
     own = {name: (both.obs[SECTION] == name).to_numpy() for name in names}
     if not args.no_pca:
@@ -221,10 +223,10 @@ def main():
                 joint, joint_seconds = fit(both, args, alpha, seed, training, batch_key=SECTION)
                 codes = joint.get_latent_representation()
                 if args.latents_dir:
-                    write_latents(args.latents_dir, f"joint_a{alpha:g}", seed, both, codes, own)
+                    write_latents(args.latents_dir, f"joint_{args.model}_a{alpha:g}", seed, both, codes, own)
                 rows.append(
                     {
-                        "method": f"DPVAE joint {label}{joint_label}",
+                        "method": f"{model_name} joint {label}{joint_label}",
                         "seed": seed,
                         **{f"ARI_{name}": section_ari(parts[name], codes[own[name]]) for name in names},
                         **mixing(both, codes),
@@ -235,7 +237,7 @@ def main():
             if alone:
                 rows.append(
                     {
-                        "method": f"DPVAE alone {label}",
+                        "method": f"{model_name} alone {label}",
                         "seed": seed,
                         **{
                             f"ARI_{n}": section_ari(parts[n], m.get_latent_representation())
@@ -248,7 +250,7 @@ def main():
                 mapped, mapped_seconds = map_query(reference, parts[args.query], args, seed)
                 rows.append(
                     {
-                        "method": f"DPVAE mapped {label}",
+                        "method": f"{model_name} mapped {label}",
                         "seed": seed,
                         "transfer_ARI": transfer_ari(
                             parts[args.reference],
