@@ -15,7 +15,7 @@ import torch
 import dpst
 from dpst.graph import spatial_graph
 from dpst.module import DistortionPenalty, pair_distances
-from dpst.train import _PairSampler
+from dpst.train import LONG_EDGE_INCLUSION, TILE_SIDE_QUANTILE, _own_tile_sides, _PairSampler
 
 N_EPOCHS = 1500
 KIND_PARAMS = {"knn": {"n_neighbors": 6}, "radius": {"radius": 2.5}, "gaussian": {"sigma": 0.9}}
@@ -80,6 +80,28 @@ def test_long_edges_are_counted_once_with_their_far_spot_encoded():
     means = _epoch_means(sampler, z, penalty, 64, 800, np.random.default_rng(5))
     se = means.std(ddof=1) / np.sqrt(len(means))
     assert abs(means.mean() - full) < 4 * se, (means.mean(), full, se)
+
+
+def test_an_edges_own_tile_side_puts_it_inside_one_tile_with_the_long_edge_chance():
+    # by hand: a diagonal pair (d, d) needs (1 - d/t)^2 = 1/4, t = 2d; an axis pair (d, 0) needs t = 4d/3
+    np.testing.assert_allclose(_own_tile_sides(np.array([[3.0, 3.0], [3.0, 0.0], [0.0, 3.0]])), [6.0, 4.0, 4.0])
+    extent = np.random.default_rng(0).uniform(0, 5, size=(50, 2))
+    t = _own_tile_sides(extent)
+    np.testing.assert_allclose(np.prod(1.0 - extent / t[:, None], axis=1), LONG_EDGE_INCLUSION)
+
+
+@pytest.mark.parametrize("lattice", [False, True], ids=["scattered", "lattice"])
+@pytest.mark.parametrize("kind", list(KIND_PARAMS))
+def test_the_tile_side_leaves_a_fixed_share_of_edges_long(scattered, kind, lattice):
+    # on a lattice many edges tie at the quantile: they must not be rounded into the long ones
+    coords = np.stack(np.meshgrid(np.arange(25.0), np.arange(24.0)), axis=-1).reshape(-1, 2) if lattice else scattered
+    graph = spatial_graph(coords, kind, **KIND_PARAMS[kind])
+    sampler = _PairSampler(graph, "pairs", torch.device("cpu"), coords)
+    assert sampler.long.mean() <= 1 - TILE_SIDE_QUANTILE + 1 / graph.n_edges
+    if not lattice:  # without ties the share is the quantile's
+        assert sampler.long.mean() > 0.5 * (1 - TILE_SIDE_QUANTILE)
+    inclusion = np.prod(1.0 - np.abs(coords[graph.edges[:, 1]] - coords[graph.edges[:, 0]]) / sampler.tile, axis=1)
+    assert inclusion[~sampler.long].min() >= LONG_EDGE_INCLUSION - 1e-12
 
 
 def test_every_spot_is_an_elbo_spot_once_per_epoch(scattered):

@@ -178,8 +178,23 @@ class SpotData:
 # Edges whose chance of falling inside one tile is below this are not left to the tiles
 # (their 1 / p weight would be large): each is counted in the batch of its first spot.
 LONG_EDGE_INCLUSION = 0.25
-# The tile side is twice this quantile of the edges' largest axis extent (so p >= 1/4 below it).
-TILE_EXTENT_QUANTILE = 0.99
+# The tile side is this quantile of the edges' own sides (where p = LONG_EDGE_INCLUSION), so
+# about 8% of the edges are long. Narrow tiles give BatchNorm the statistics of many patches:
+# tiles twice as wide cost the joint DLPFC models 0.07-0.30 ARI (docs/method.md, "The size
+# of the tiles"); narrower ones would make most of a dense grid's edges long.
+TILE_SIDE_QUANTILE = 0.92
+
+
+def _own_tile_sides(extent: np.ndarray) -> np.ndarray:
+    """Each edge's tile side ``t`` at which it falls inside one tile with probability ``LONG_EDGE_INCLUSION``.
+
+    ``(1 - dx / t)(1 - dy / t) = c`` is the quadratic ``(1 - c) t^2 - (dx + dy) t + dx dy = 0``;
+    its larger root is the one above both extents.
+    """
+    dx, dy = extent[:, 0], extent[:, 1]
+    keep = 1.0 - LONG_EDGE_INCLUSION
+    spread = dx + dy
+    return (spread + np.sqrt(spread**2 - 4.0 * keep * dx * dy)) / (2.0 * keep)
 
 
 @dataclass
@@ -257,9 +272,11 @@ class _PairSampler:
         if self.coords.shape != (graph.n_obs, 2):
             raise ValueError(f"coords must have shape ({graph.n_obs}, 2), got {self.coords.shape}")
         extent = np.abs(self.coords[graph.edges[:, 1]] - self.coords[graph.edges[:, 0]])
-        self.tile = 2.0 * float(np.quantile(extent.max(axis=1), TILE_EXTENT_QUANTILE))
+        own_sides = _own_tile_sides(extent)
+        self.tile = float(np.quantile(own_sides, TILE_SIDE_QUANTILE))
+        # p < LONG_EDGE_INCLUSION exactly when an edge needs a wider tile (no rounding at lattice ties)
+        self.long = own_sides > self.tile
         inclusion = np.prod(np.clip(1.0 - extent / self.tile, 0.0, None), axis=1)
-        self.long = inclusion < LONG_EDGE_INCLUSION
         self.inverse_inclusion = graph.weights / np.where(self.long, 1.0, inclusion)
 
     def full_args(self) -> tuple:
