@@ -15,15 +15,15 @@ import torch
 import dpst
 from dpst.graph import spatial_graph
 from dpst.module import DistortionPenalty, pair_distances
-from dpst.train import LONG_EDGE_INCLUSION, TILE_SIDE_QUANTILE, _own_tile_sides, _PairSampler
+from dpst.train import LONG_EDGE_INCLUSION, NARROW_TILE_QUANTILE, _own_tile_sides, _PairSampler
 
 N_EPOCHS = 1500
 KIND_PARAMS = {"knn": {"n_neighbors": 6}, "radius": {"radius": 2.5}, "gaussian": {"sigma": 0.9}}
 
 
-def _setup(coords, kind, normalization, seed=0):
+def _setup(coords, kind, normalization, seed=0, tiles="wide"):
     graph = spatial_graph(coords, kind, **KIND_PARAMS[kind])
-    sampler = _PairSampler(graph, normalization, torch.device("cpu"), coords)
+    sampler = _PairSampler(graph, normalization, torch.device("cpu"), coords, tiles=tiles)
     z = torch.as_tensor(np.random.default_rng(seed).normal(size=(len(coords), 4)))
     penalty = DistortionPenalty(lam=0.4, learn_lam=False).double()
     edges, ds, w, denominator, _ = sampler.full_args()  # one lam: no pair groups
@@ -48,10 +48,11 @@ def scattered():
     return np.random.default_rng(1).uniform(0, 30, size=(600, 2))
 
 
+@pytest.mark.parametrize("tiles", ["wide", "narrow"])
 @pytest.mark.parametrize("normalization", ["pairs", "n2"])
 @pytest.mark.parametrize("kind", list(KIND_PARAMS))
-def test_tiled_batch_penalty_is_unbiased(scattered, kind, normalization):
-    sampler, z, penalty, full = _setup(scattered, kind, normalization)
+def test_tiled_batch_penalty_is_unbiased(scattered, kind, normalization, tiles):
+    sampler, z, penalty, full = _setup(scattered, kind, normalization, tiles=tiles)
     means = _epoch_means(sampler, z, penalty, 64, N_EPOCHS, np.random.default_rng(2))
     se = means.std(ddof=1) / np.sqrt(len(means))
     assert se < 0.01 * full  # the test has the power to see a 4% bias
@@ -92,14 +93,16 @@ def test_an_edges_own_tile_side_puts_it_inside_one_tile_with_the_long_edge_chanc
 
 @pytest.mark.parametrize("lattice", [False, True], ids=["scattered", "lattice"])
 @pytest.mark.parametrize("kind", list(KIND_PARAMS))
-def test_the_tile_side_leaves_a_fixed_share_of_edges_long(scattered, kind, lattice):
+def test_narrow_tiles_leave_a_fixed_share_of_edges_long(scattered, kind, lattice):
     # on a lattice many edges tie at the quantile: they must not be rounded into the long ones
     coords = np.stack(np.meshgrid(np.arange(25.0), np.arange(24.0)), axis=-1).reshape(-1, 2) if lattice else scattered
     graph = spatial_graph(coords, kind, **KIND_PARAMS[kind])
-    sampler = _PairSampler(graph, "pairs", torch.device("cpu"), coords)
-    assert sampler.long.mean() <= 1 - TILE_SIDE_QUANTILE + 1 / graph.n_edges
+    sampler = _PairSampler(graph, "pairs", torch.device("cpu"), coords, tiles="narrow")
+    wide = _PairSampler(graph, "pairs", torch.device("cpu"), coords)
+    assert sampler.tile < wide.tile
+    assert sampler.long.mean() <= 1 - NARROW_TILE_QUANTILE + 1 / graph.n_edges
     if not lattice:  # without ties the share is the quantile's
-        assert sampler.long.mean() > 0.5 * (1 - TILE_SIDE_QUANTILE)
+        assert sampler.long.mean() > 0.5 * (1 - NARROW_TILE_QUANTILE)
     inclusion = np.prod(1.0 - np.abs(coords[graph.edges[:, 1]] - coords[graph.edges[:, 0]]) / sampler.tile, axis=1)
     assert inclusion[~sampler.long].min() >= LONG_EDGE_INCLUSION - 1e-12
 
@@ -136,10 +139,18 @@ def test_epochs_are_seeded(scattered):
 def test_minibatch_training_with_the_penalty_is_reproducible(cls):
     adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=400, n_genes=120, seed=3), n_top_genes=80)
     runs = []
-    for _ in range(2):
+    for tiles in ("wide", "wide", "narrow"):
         model = cls(adata, alpha=100.0, seed=1)
-        model.train(max_epochs=3, batch_size=64, progress_bar=False)
+        model.train(max_epochs=3, batch_size=64, progress_bar=False, tiles=tiles)
         runs.append((model.history, model.get_latent_representation()))
     assert runs[0][0].equals(runs[1][0])
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     assert np.isfinite(runs[0][0]["penalty"]).all()
+    assert np.isfinite(runs[2][0]["penalty"]).all()
+    assert not np.array_equal(runs[0][1], runs[2][1])  # the tile width reaches the sampler
+
+
+def test_an_unknown_tile_width_is_one_clear_error():
+    adata = dpst.pp.preprocess(dpst.sim.simulate_section(n_spots=100, n_genes=60, seed=3), n_top_genes=40)
+    with pytest.raises(ValueError, match=r"tiles must be one of \('wide', 'narrow'\), got 'medium'"):
+        dpst.DPVAE(adata, seed=0).train(max_epochs=1, batch_size=32, tiles="medium", progress_bar=False)

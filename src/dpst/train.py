@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -80,6 +80,7 @@ class TrainingSettings:
     seed: int = 0
     device: str = "auto"
     progress_bar: bool = True
+    tiles: TileWidth = "wide"
 
     def __post_init__(self):
         self.max_epochs = check_int("max_epochs", self.max_epochs, minimum=1)
@@ -95,6 +96,8 @@ class TrainingSettings:
             raise ValueError("early_stopping needs held-out spots: set validation_fraction > 0")
         self.patience = check_int("patience", self.patience, minimum=1)
         self.seed = check_int("seed", self.seed)
+        if self.tiles not in get_args(TileWidth):
+            raise ValueError(f"tiles must be one of {get_args(TileWidth)}, got {self.tiles!r}")
         resolve_device(self.device)  # a missing GPU fails here, before any work
         if self.kl_warmup_epochs > self.max_epochs:
             warnings.warn(
@@ -178,11 +181,12 @@ class SpotData:
 # Edges whose chance of falling inside one tile is below this are not left to the tiles
 # (their 1 / p weight would be large): each is counted in the batch of its first spot.
 LONG_EDGE_INCLUSION = 0.25
-# The tile side is this quantile of the edges' own sides (where p = LONG_EDGE_INCLUSION), so
-# about 8% of the edges are long. Narrow tiles give BatchNorm the statistics of many patches:
-# tiles twice as wide cost the joint DLPFC models 0.07-0.30 ARI (docs/method.md, "The size
-# of the tiles"); narrower ones would make most of a dense grid's edges long.
-TILE_SIDE_QUANTILE = 0.92
+# Wide tiles (the default): twice this quantile of the edges' largest axis extent, so p >= 1/4 below it.
+TILE_EXTENT_QUANTILE = 0.99
+# Narrow tiles: this quantile of the edges' own sides (where p = LONG_EDGE_INCLUSION), so at most
+# 8% of the edges are long; narrower would make most of a dense grid's edges long.
+NARROW_TILE_QUANTILE = 0.92
+TileWidth = Literal["wide", "narrow"]
 
 
 def _own_tile_sides(extent: np.ndarray) -> np.ndarray:
@@ -225,9 +229,12 @@ class _PairSampler:
     without the penalty. A batch's penalty sums the edges whose two spots share a
     tile, each weighted ``K w_e / p_e / denominator`` (``K`` batches in the epoch):
     an edge with axis extents ``(dx, dy)`` shares a tile with probability
-    ``p_e = (1 - dx / tile)(1 - dy / tile)`` over the offset. Rare long edges
+    ``p_e = (1 - dx / tile)(1 - dy / tile)`` over the offset. Long edges
     (``p_e < 1/4``) are instead counted in the batch of their first spot, with
-    ``p_e = 1``, their other spot encoded as an extra (no ELBO). With several
+    ``p_e = 1``, their other spot encoded as an extra (no ELBO). ``tiles="wide"``
+    sets the side at twice the 99th percentile of the edges' larger extent (few
+    long edges); ``"narrow"`` at the narrowest side that leaves at most 8% of them
+    long (many more, smaller patches per batch). With several
     sections (``libraries``), a tile holds the spots of one section only; G has no
     pair across sections, so the inclusion probabilities are unchanged.
 
@@ -249,6 +256,7 @@ class _PairSampler:
         coords: np.ndarray | None = None,
         libraries: np.ndarray | None = None,
         lam_per_library: bool = False,
+        tiles: TileWidth = "wide",
     ):
         self.graph = graph
         self.libraries = libraries
@@ -273,7 +281,10 @@ class _PairSampler:
             raise ValueError(f"coords must have shape ({graph.n_obs}, 2), got {self.coords.shape}")
         extent = np.abs(self.coords[graph.edges[:, 1]] - self.coords[graph.edges[:, 0]])
         own_sides = _own_tile_sides(extent)
-        self.tile = float(np.quantile(own_sides, TILE_SIDE_QUANTILE))
+        if tiles == "narrow":
+            self.tile = float(np.quantile(own_sides, NARROW_TILE_QUANTILE))
+        else:
+            self.tile = 2.0 * float(np.quantile(extent.max(axis=1), TILE_EXTENT_QUANTILE))
         # p < LONG_EDGE_INCLUSION exactly when an edge needs a wider tile (no rounding at lattice ties)
         self.long = own_sides > self.tile
         inclusion = np.prod(np.clip(1.0 - extent / self.tile, 0.0, None), axis=1)
@@ -476,6 +487,7 @@ def train_module(
         coords[train_idx],
         None if libraries is None else libraries[train_idx],
         lam_per_library=penalty.n_groups is not None,
+        tiles=settings.tiles,
     )
     coords_train = torch.as_tensor(coords[train_idx], dtype=torch.float32, device=device)
 

@@ -15,7 +15,7 @@ from dpst.graph import SpatialGraph, pair_lengths, spatial_graph
 from dpst.module import X_KEY, DistortionPenalty, VAEModule
 from dpst.pp import read_penalty_graph, stored_values
 from dpst.pp._coordinates import micrometre_coordinates
-from dpst.train import PenaltySettings, TrainingSettings, train_module
+from dpst.train import PenaltySettings, TileWidth, TrainingSettings, train_module
 
 from . import _query
 from ._files import load_model, save_model
@@ -320,6 +320,7 @@ class _DPModel:
         device: str = TrainingSettings.device,
         progress_bar: bool = TrainingSettings.progress_bar,
         seed: int | None = None,
+        tiles: TileWidth = TrainingSettings.tiles,
         **optimizer_kwargs,
     ) -> _DPModel:
         """Train full batch (``batch_size=None``, one step per epoch) or in minibatches.
@@ -353,6 +354,15 @@ class _DPModel:
             a plain line every tenth of the epochs.
         seed
             Seed of the split and of training; None: the model's ``seed``.
+        tiles
+            With ``batch_size`` and the penalty, how wide the spatial tiles are.
+            ``"wide"``: twice the 99th percentile of the pairs' larger axis extent
+            (on Visium about 600 um; a batch of 128 is a few patches of tissue).
+            ``"narrow"``: the narrowest side that leaves at most 8% of the pairs to
+            their first spot's batch (on Visium about 290 um, a dozen patches a
+            batch, so BatchNorm sees statistics nearer the tissue's; a penalised
+            step costs more on dense grids). Which is better depends on the
+            backbone: Method page, "The size of the tiles".
         **optimizer_kwargs
             ``weight_decay`` and ``adam_eps`` of Adam (scvi-tools' defaults).
 
@@ -379,6 +389,7 @@ class _DPModel:
             seed=self.seed if seed is None else seed,
             device=device,
             progress_bar=progress_bar,
+            tiles=tiles,
             **optimizer_kwargs,
         )
         self.history, self.train_indices, self.validation_indices = train_module(
