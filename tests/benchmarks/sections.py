@@ -18,8 +18,8 @@ per section), so every representation reads the same genes:
 Each dpst model at each of ``--alphas`` (``penalty_latent`` ``--penalty-latent``,
 ``neighborhood`` ``--neighborhood``), ``--epochs`` full-batch epochs, training seeds ``--seeds``;
 the joint model on minibatches of ``--joint-batch-size`` for ``--joint-epochs`` with a KL warm-up
-of ``--joint-kl-warmup-epochs`` where given (one model mixes its sections only with many optimizer
-steps); ``--parts`` picks which runs.
+of ``--joint-kl-warmup-epochs`` and tiles ``--joint-tiles`` where given (one model mixes its
+sections only with many optimizer steps); ``--parts`` picks which runs.
 Printed per section: domain ARI of each section's own latent (GMM tied, 7 domains, fit seeds 0-4,
 ``dpst.tl.domains``) alone and in the joint model; for the query, the ARI of the transferred
 layers against its own annotation; the joint latents' mixing and conservation scores from
@@ -29,7 +29,7 @@ and train time: the joint run against the sum of the two single runs. Means (sd)
     OMP_NUM_THREADS=1 python tests/benchmarks/sections.py [--data ../shared/data/dlpfc]
         [--reference 151673] [--query 151674] [--model vae] [--epochs 1000] [--alphas 0,100]
         [--penalty-latent mean] [--neighborhood none] [--seeds 0,1,2] [--no-pca] [--scvi-tools]
-        [--joint-batch-size 128] [--joint-epochs 200] [--joint-kl-warmup-epochs 200]
+        [--joint-batch-size 128] [--joint-epochs 200] [--joint-kl-warmup-epochs 200] [--joint-tiles narrow]
         [--parts joint,alone,mapped]
         [--threads 1] [--out sections.tsv] [--latents-dir DIR]
 
@@ -124,6 +124,7 @@ def joint_training(args) -> dict:
         "max_epochs": args.joint_epochs,
         "batch_size": args.joint_batch_size,
         "kl_warmup_epochs": args.joint_kl_warmup_epochs,
+        "tiles": args.joint_tiles,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -172,6 +173,9 @@ def main():
     parser.add_argument("--joint-epochs", type=int, help="epochs of the joint model (default --epochs)")
     parser.add_argument(
         "--joint-kl-warmup-epochs", type=int, help="KL warm-up of the joint model (default the library's)"
+    )
+    parser.add_argument(
+        "--joint-tiles", choices=["wide", "narrow"], help="minibatch tiles of the joint model (default the library's)"
     )
     parser.add_argument("--parts", default="joint,alone,mapped", help="which dpst runs: joint, alone, mapped")
     parser.add_argument("--no-pca", action="store_true", help="leave out joint PCA (e.g. in a second process)")
