@@ -40,6 +40,9 @@ from .module import BATCH_KEY, NEIGHBORS_KEY, X_KEY, DistortionPenalty, VAEModul
 VALIDATION_CHUNK = 16_384
 # what each step reports, in the history's column order
 _STEP_KEYS = ("loss", "reconstruction", "kl", "penalty")
+# the minibatch tiles' widths with the penalty (_PairSampler)
+TileWidth = Literal["wide", "narrow"]
+TILE_WIDTHS = get_args(TileWidth)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -96,8 +99,8 @@ class TrainingSettings:
             raise ValueError("early_stopping needs held-out spots: set validation_fraction > 0")
         self.patience = check_int("patience", self.patience, minimum=1)
         self.seed = check_int("seed", self.seed)
-        if self.tiles not in get_args(TileWidth):
-            raise ValueError(f"tiles must be one of {get_args(TileWidth)}, got {self.tiles!r}")
+        if self.tiles not in TILE_WIDTHS:
+            raise ValueError(f"tiles must be one of {TILE_WIDTHS}, got {self.tiles!r}")
         resolve_device(self.device)  # a missing GPU fails here, before any work
         if self.kl_warmup_epochs > self.max_epochs:
             warnings.warn(
@@ -186,7 +189,6 @@ TILE_EXTENT_QUANTILE = 0.99
 # Narrow tiles: this quantile of the edges' own sides (where p = LONG_EDGE_INCLUSION), so at most
 # 8% of the edges are long; narrower would make most of a dense grid's edges long.
 NARROW_TILE_QUANTILE = 0.92
-TileWidth = Literal["wide", "narrow"]
 
 
 def _own_tile_sides(extent: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import dpst
+from dpst.train import TILE_WIDTHS
 
 warnings.filterwarnings("ignore")
 SECTION = "section"
@@ -175,7 +176,7 @@ def main():
         "--joint-kl-warmup-epochs", type=int, help="KL warm-up of the joint model (default the library's)"
     )
     parser.add_argument(
-        "--joint-tiles", choices=["wide", "narrow"], help="minibatch tiles of the joint model (default the library's)"
+        "--joint-tiles", choices=TILE_WIDTHS, help="minibatch tiles of the joint model (default the library's)"
     )
     parser.add_argument("--parts", default="joint,alone,mapped", help="which dpst runs: joint, alone, mapped")
     parser.add_argument("--no-pca", action="store_true", help="leave out joint PCA (e.g. in a second process)")
